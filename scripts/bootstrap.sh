@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs everything Coyote needs on a fresh Debian 12 machine into this checkout:
+# system packages when missing (PostgreSQL 15, Java 17, Maven), uv, and the workspace's
+# virtual environment (.venv) with all five packages and their Cython extensions built.
+# Idempotent and quiet when there is nothing to do. Used by `make demo` and `make test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+UV_VERSION=0.13.9
+say() { printf '\033[1m==>\033[0m %s\n' "$*"; }
+
+apt_packages=()
+[ -x /usr/lib/postgresql/15/bin/postgres ] || apt_packages+=(postgresql-15)
+command -v java >/dev/null || apt_packages+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || apt_packages+=(maven)
+command -v cc >/dev/null || apt_packages+=(build-essential)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing system packages: ${apt_packages[*]}; install them with apt-get as root" >&2
+        exit 1
+    fi
+    say "installing ${apt_packages[*]} from Debian's packages"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+    # Debian's package starts a cluster of its own; Coyote runs its own data directory.
+    if command -v pg_ctlcluster >/dev/null; then
+        pg_ctlcluster 15 main stop 2>/dev/null || true
+    fi
+fi
+
+UV=$(command -v uv || true)
+if [ -z "$UV" ] || ! "$UV" --version | grep -q "$UV_VERSION"; then
+    UV=.coyote/tools/uv/bin/uv
+    if [ ! -x "$UV" ]; then
+        say "installing uv $UV_VERSION into .coyote/tools"
+        python3 -m pip install --quiet --disable-pip-version-check --target .coyote/tools/uv \
+            "uv==$UV_VERSION"
+    fi
+fi
+
+say "syncing the workspace into .venv (first run downloads wheels and builds Cython)"
+"$UV" sync --all-packages --locked --quiet

@@ -1,0 +1,3 @@
+from coyote_sdk.cli import main
+
+main()

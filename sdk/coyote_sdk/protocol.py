@@ -1,0 +1,529 @@
+"""Coyote's wire protocol, version 1: the one definition every service imports.
+
+Market data (bars, trades, quotes), order intents, execution reports and bot control flags are
+defined here once, with the Kafka topics and Redis key names that carry them. The module depends
+on nothing but its codec, msgspec, so any process can use it.
+
+On the wire every message is a JSON object with a ``v`` (protocol version) field. Decimal
+quantities and prices travel as strings (``"0.015"``) so that no client ever rounds through a
+binary float; timestamps are integer milliseconds since the Unix epoch (UTC). Unknown fields are
+errors, so a typo is caught at the producer instead of silently dropped. The JSON form, with
+examples for non-Python clients, is documented in ``docs/protocol.md``; its JSON Schema is
+``docs/schemas/protocol-v1.json`` (``coyote-sdk protocol schema`` prints it).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from decimal import Decimal
+from typing import Annotated, Any, Final, Literal, TypeVar
+
+import msgspec
+from uuid_utils.compat import uuid7
+
+PROTOCOL_VERSION: Final = 1
+"""The version every message of this module carries in its ``v`` field."""
+
+# -- IDENTIFIERS ---------------------------------------------------------------------------
+
+Identifier = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="An account, bot or venue id: 1-64 of A-Z a-z 0-9 . _ -, "
+        "starting with a letter or digit.",
+    ),
+]
+Symbol = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Z0-9][A-Z0-9./_-]{0,31}$",
+        description="An instrument symbol in canonical upper case, e.g. GOOG, EURUSD, BTC-USD.",
+        examples=["GOOG", "EURUSD", "BTC-USD"],
+    ),
+]
+TimestampMs = Annotated[
+    int, msgspec.Meta(ge=0, description="Milliseconds since the Unix epoch, UTC.")
+]
+Version = Annotated[
+    Literal[1], msgspec.Meta(description="Protocol version; this schema describes version 1.")
+]
+Tag = Annotated[str, msgspec.Meta(max_length=64, description="Free text for the bot author.")]
+
+
+def new_intent_id() -> uuid.UUID:
+    """A fresh, time-ordered (UUIDv7) id for an intent or a report."""
+    return uuid7()
+
+
+def now_ms() -> int:
+    """The current wall-clock time in the protocol's unit."""
+    return time.time_ns() // 1_000_000
+
+
+# -- ENUMS ---------------------------------------------------------------------------------
+
+
+class Side(enum.StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(enum.StrEnum):
+    MARKET = "market"
+    LIMIT = "limit"
+    STOP = "stop"
+    STOP_LIMIT = "stop_limit"
+
+
+class TimeInForce(enum.StrEnum):
+    GTC = "gtc"
+    """Good till cancelled."""
+    IOC = "ioc"
+    """Immediate or cancel: fill what can be filled now, cancel the rest."""
+    FOK = "fok"
+    """Fill or kill: fill all of it now or none of it."""
+    DAY = "day"
+    """Cancelled at the end of the venue's trading day."""
+
+
+class Timeframe(enum.StrEnum):
+    M1 = "1m"
+    M5 = "5m"
+    M15 = "15m"
+    H1 = "1h"
+    D1 = "1d"
+
+    @property
+    def milliseconds(self) -> int:
+        return _TIMEFRAME_MS[self]
+
+
+_TIMEFRAME_MS = {
+    Timeframe.M1: 60_000,
+    Timeframe.M5: 300_000,
+    Timeframe.M15: 900_000,
+    Timeframe.H1: 3_600_000,
+    Timeframe.D1: 86_400_000,
+}
+
+
+class ExecType(enum.StrEnum):
+    """What happened to produce an execution report."""
+
+    ACCEPTED = "accepted"
+    """The broker acknowledged a new order."""
+    REJECTED = "rejected"
+    """Refused: by decoding, by the risk engine or by the broker (see ``reject_code``)."""
+    TRADE = "trade"
+    """A (partial) fill."""
+    CANCELED = "canceled"
+    REPLACED = "replaced"
+    EXPIRED = "expired"
+    RESTATED = "restated"
+    """State learnt from the broker out of band, e.g. by reconciliation after a restart."""
+
+
+class OrderStatus(enum.StrEnum):
+    PENDING_NEW = "pending_new"
+    NEW = "new"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the order can change no more."""
+        return self in _TERMINAL_STATUSES
+
+
+_TERMINAL_STATUSES = frozenset(
+    {OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED}
+)
+
+
+class BotState(enum.StrEnum):
+    """The state the control plane wants a bot runtime in."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    """Keeps receiving data and managing open orders' reports, but emits no new orders."""
+    STOPPED = "stopped"
+    """Cancels its open orders, runs ``on_stop`` and exits."""
+
+
+class TradingState(enum.StrEnum):
+    """The risk engine's circuit breaker, per bot, per account and system-wide."""
+
+    ACTIVE = "active"
+    REDUCING = "reducing"
+    """Only orders that reduce a position pass."""
+    HALTED = "halted"
+    """No order passes; open orders are cancelled."""
+
+
+# -- MESSAGES ------------------------------------------------------------------------------
+
+
+class _Message(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    v: Version = PROTOCOL_VERSION
+
+
+def _require_positive(name: str, value: Decimal | None) -> None:
+    if value is None:
+        return
+    if not value.is_finite() or value <= 0:
+        raise ValueError(f"`{name}` must be a positive finite decimal, got {str(value)!r}")
+
+
+def _require_non_negative(name: str, value: Decimal | None) -> None:
+    if value is None:
+        return
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"`{name}` must be a non-negative finite decimal, got {str(value)!r}")
+
+
+class Bar(_Message, frozen=True, kw_only=True):
+    """One OHLCV bar. ``ts_ms`` is the bar's open time."""
+
+    symbol: Symbol
+    venue: Identifier
+    timeframe: Timeframe
+    ts_ms: TimestampMs
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+
+    def __post_init__(self) -> None:
+        for name in ("open", "high", "low", "close"):
+            _require_positive(name, getattr(self, name))
+        _require_non_negative("volume", self.volume)
+        if not (self.low <= min(self.open, self.close) and self.high >= max(self.open, self.close)):
+            raise ValueError(
+                f"bar is inconsistent: low {self.low} and high {self.high} must bracket "
+                f"open {self.open} and close {self.close}"
+            )
+
+
+class Trade(_Message, frozen=True, kw_only=True):
+    """One trade printed by a venue (a tick)."""
+
+    symbol: Symbol
+    venue: Identifier
+    ts_ms: TimestampMs
+    price: Decimal
+    size: Decimal
+    aggressor: Side | None = None
+
+    def __post_init__(self) -> None:
+        _require_positive("price", self.price)
+        _require_positive("size", self.size)
+
+
+class Quote(_Message, frozen=True, kw_only=True):
+    """The best bid and offer at a venue."""
+
+    symbol: Symbol
+    venue: Identifier
+    ts_ms: TimestampMs
+    bid: Decimal
+    ask: Decimal
+    bid_size: Decimal
+    ask_size: Decimal
+
+    def __post_init__(self) -> None:
+        for name in ("bid", "ask"):
+            _require_positive(name, getattr(self, name))
+        for name in ("bid_size", "ask_size"):
+            _require_non_negative(name, getattr(self, name))
+        if self.bid > self.ask:
+            raise ValueError(f"quote is crossed: bid {self.bid} above ask {self.ask}")
+
+
+class _IntentBase(_Message, frozen=True, kw_only=True, tag_field="action"):
+    intent_id: Annotated[
+        uuid.UUID, msgspec.Meta(description="Unique, time-ordered (UUIDv7) id of this intent.")
+    ]
+    ts_ms: TimestampMs
+    account_id: Identifier
+    bot_id: Identifier
+
+
+class NewOrder(_IntentBase, frozen=True, kw_only=True, tag="new"):
+    """Place an order. Its ``intent_id`` becomes the broker's client order id."""
+
+    symbol: Symbol
+    side: Side
+    quantity: Decimal
+    order_type: OrderType = OrderType.MARKET
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    time_in_force: TimeInForce = TimeInForce.GTC
+    reduce_only: bool = False
+    tag: Tag | None = None
+
+    def __post_init__(self) -> None:
+        _require_positive("quantity", self.quantity)
+        _require_positive("limit_price", self.limit_price)
+        _require_positive("stop_price", self.stop_price)
+        needs_limit = self.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
+        needs_stop = self.order_type in (OrderType.STOP, OrderType.STOP_LIMIT)
+        if needs_limit != (self.limit_price is not None):
+            raise ValueError(
+                f"`limit_price` is {'required' if needs_limit else 'not allowed'} "
+                f"for a {self.order_type.value} order"
+            )
+        if needs_stop != (self.stop_price is not None):
+            raise ValueError(
+                f"`stop_price` is {'required' if needs_stop else 'not allowed'} "
+                f"for a {self.order_type.value} order"
+            )
+
+
+class CancelOrder(_IntentBase, frozen=True, kw_only=True, tag="cancel"):
+    """Cancel the order placed by the intent ``order_id``."""
+
+    order_id: uuid.UUID
+
+
+class CancelAll(_IntentBase, frozen=True, kw_only=True, tag="cancel_all"):
+    """Cancel all of the bot's open orders on the account, or only those in ``symbol``."""
+
+    symbol: Symbol | None = None
+
+
+class ReplaceOrder(_IntentBase, frozen=True, kw_only=True, tag="replace"):
+    """Change the quantity or prices of the open order placed by the intent ``order_id``."""
+
+    order_id: uuid.UUID
+    quantity: Decimal | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        if self.quantity is None and self.limit_price is None and self.stop_price is None:
+            raise ValueError("a replace must change `quantity`, `limit_price` or `stop_price`")
+        _require_positive("quantity", self.quantity)
+        _require_positive("limit_price", self.limit_price)
+        _require_positive("stop_price", self.stop_price)
+
+
+OrderIntent = NewOrder | CancelOrder | CancelAll | ReplaceOrder
+"""Any intent a bot may emit; the ``action`` field tells which."""
+
+
+class ExecutionReport(_Message, frozen=True, kw_only=True):
+    """What happened to an order, published by the executor for every state change.
+
+    ``order_id`` is the intent id of the :class:`NewOrder` that placed the order (the client order
+    id at the broker); ``intent_id`` is the intent that caused this report (the same id for a new
+    order; the cancel or replace intent's id otherwise).
+    """
+
+    report_id: uuid.UUID
+    intent_id: uuid.UUID
+    order_id: uuid.UUID
+    ts_ms: TimestampMs
+    account_id: Identifier
+    bot_id: Identifier
+    symbol: Symbol
+    side: Side
+    exec_type: ExecType
+    order_status: OrderStatus
+    quantity: Decimal
+    filled_quantity: Decimal = Decimal(0)
+    leaves_quantity: Decimal = Decimal(0)
+    last_quantity: Decimal | None = None
+    last_price: Decimal | None = None
+    average_price: Decimal | None = None
+    fee: Decimal | None = None
+    fee_currency: str | None = None
+    fill_id: str | None = None
+    """The venue's trade id for a fill: unique per fill, so consumers can drop a replayed one."""
+    broker_order_id: str | None = None
+    reject_code: str | None = None
+    """Machine-readable reason of a rejection, e.g. ``risk.max_notional``, ``decode.malformed``."""
+    reject_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        _require_non_negative("quantity", self.quantity)
+        _require_non_negative("filled_quantity", self.filled_quantity)
+        _require_non_negative("leaves_quantity", self.leaves_quantity)
+        if self.exec_type is ExecType.TRADE and (
+            self.last_quantity is None or self.last_price is None
+        ):
+            raise ValueError("a trade report needs `last_quantity` and `last_price`")
+        if self.exec_type is ExecType.REJECTED and not self.reject_code:
+            raise ValueError("a rejection needs a `reject_code`")
+
+
+class ControlFlag(_Message, frozen=True, kw_only=True):
+    """The desired state of one bot runtime, kept in Redis by the supervisor.
+
+    ``generation`` grows with every change so a runtime can tell a stale flag from a new one.
+    """
+
+    bot_id: Identifier
+    desired: BotState
+    generation: Annotated[int, msgspec.Meta(ge=0)]
+    ts_ms: TimestampMs
+    reason: str | None = None
+    set_by: str | None = None
+
+
+# -- TOPICS AND KEYS -----------------------------------------------------------------------
+
+
+class TopicSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A Kafka topic of the protocol: its name, partition count and what keys its records."""
+
+    name: str
+    partitions: int
+    key: str
+    config: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+INTENTS_TOPIC: Final = TopicSpec(
+    name="coyote.intents.v1",
+    partitions=12,
+    key="account_id",
+    # Intents are replayed after faults; a week is far beyond any recovery.
+    config={"retention.ms": str(7 * 86_400_000), "min.insync.replicas": "1"},
+)
+"""Order intents, keyed by account so one executor sees an account's intents in order."""
+
+EXECUTION_REPORTS_TOPIC: Final = TopicSpec(
+    name="coyote.execution-reports.v1",
+    partitions=12,
+    key="account_id",
+    config={"retention.ms": str(30 * 86_400_000)},
+)
+"""Execution reports, keyed by account like the intents they answer."""
+
+INTENTS_DEAD_LETTER_TOPIC: Final = TopicSpec(
+    name="coyote.intents.dead-letter.v1",
+    partitions=1,
+    key="account_id or none",
+    config={"retention.ms": str(30 * 86_400_000)},
+)
+"""Records the executor could not decode, kept verbatim for inspection."""
+
+TOPICS: Final = (INTENTS_TOPIC, EXECUTION_REPORTS_TOPIC, INTENTS_DEAD_LETTER_TOPIC)
+
+KEY_PREFIX: Final = "coyote"
+
+
+def control_flag_key(bot_id: str) -> str:
+    """The Redis key holding a bot's :class:`ControlFlag`."""
+    return f"{KEY_PREFIX}:bot:{bot_id}:control"
+
+
+CONTROL_CHANNEL: Final = f"{KEY_PREFIX}:control"
+"""Redis pub/sub channel on which the supervisor announces a changed flag (the bot id)."""
+
+
+def market_data_key(venue: str, symbol: str, field: str, timeframe: str = "raw") -> str:
+    """The RedisTimeSeries key of one field of one instrument's series.
+
+    ``timeframe`` is ``raw`` for ticks and a :class:`Timeframe` value for bars.
+    """
+    return f"{KEY_PREFIX}:md:{venue}:{symbol}:{timeframe}:{field}"
+
+
+# -- CODEC ---------------------------------------------------------------------------------
+
+
+class ProtocolError(ValueError):
+    """A message that is not valid protocol.
+
+    Attributes:
+        code: ``malformed`` (not JSON, or not an object), ``unsupported_version`` (a ``v`` this
+            build does not speak) or ``invalid`` (a field missing, of the wrong type or value).
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Envelope(msgspec.Struct):
+    v: int | None = None
+
+
+_encoder = msgspec.json.Encoder()
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_M = TypeVar("_M")
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    """Encodes a protocol message to its JSON bytes."""
+    return _encoder.encode(message)
+
+
+def decode(data: bytes | str, type_: type[_M]) -> _M:
+    """Decodes and validates JSON bytes as ``type_`` (a message class or :data:`OrderIntent`).
+
+    Raises:
+        ProtocolError: with a code saying whether the input was malformed, of an unsupported
+            version or invalid, and a message naming the offending field.
+    """
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        decoder = _decoders.setdefault(type_, msgspec.json.Decoder(type_))
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        # The slow path only: tell a version mismatch apart from a bad field.
+        try:
+            version = _envelope_decoder.decode(data).v
+        except msgspec.DecodeError:
+            version = None
+        if version is not None and version != PROTOCOL_VERSION:
+            raise ProtocolError(
+                "unsupported_version",
+                f"protocol version {version!r} is not supported (this build speaks "
+                f"{PROTOCOL_VERSION})",
+            ) from exc
+        raise ProtocolError("invalid", str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise ProtocolError("malformed", f"not a JSON object: {exc}") from exc
+
+
+def decode_intent(data: bytes | str) -> OrderIntent:
+    """Decodes any :data:`OrderIntent` (see :func:`decode`)."""
+    return decode(data, OrderIntent)  # type: ignore[arg-type]
+
+
+MESSAGE_TYPES: Final = (
+    Bar,
+    Trade,
+    Quote,
+    NewOrder,
+    CancelOrder,
+    CancelAll,
+    ReplaceOrder,
+    ExecutionReport,
+    ControlFlag,
+)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (2020-12) of every message of this protocol version."""
+    refs, components = msgspec.json.schema_components(MESSAGE_TYPES, ref_template="#/$defs/{name}")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://coyote.dev/schemas/protocol-v{PROTOCOL_VERSION}.json",
+        "title": f"Coyote wire protocol v{PROTOCOL_VERSION}",
+        "description": "Each message is one of the definitions under $defs; intents are "
+        "distinguished by their `action` field. Decimals are strings; timestamps are "
+        "integer milliseconds since the Unix epoch (UTC).",
+        "oneOf": list(refs),
+        "$defs": components,
+    }
