@@ -69,9 +69,12 @@ class Stack:
 
     # -- UP ------------------------------------------------------------------------------
 
-    def up(self, names: Iterable[str] | None = None, *, progress: Progress = _silent) -> None:
+    def up(self, names: Iterable[str] | None = None, *, progress: Progress = _silent) -> list[str]:
         """Starts every selected local service that is not running, and waits until all are
         healthy. Running services are left as they are; external ones are only checked.
+
+        Returns:
+            The names of the services this call started.
 
         Raises:
             StackError: naming the service, and its log file, that could not start.
@@ -106,6 +109,7 @@ class Stack:
         for service in starting:
             service.after_start()
             progress(f"{service.name}: ready")
+        return [service.name for service in starting]
 
     def _check_ports_free(self, service: Service) -> None:
         taken = [port for port in service.ports if not port_is_free(port)]
