@@ -7,6 +7,7 @@ import json
 import shlex
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -183,6 +184,149 @@ def dev_env() -> None:
         ("COYOTE_VAULT_TOKEN", endpoints.vault_token),
     ):
         print(f"export {name}={shlex.quote(value)}")
+
+
+@app.command("backtest")
+def backtest(
+    bot_file: Annotated[Path, typer.Argument(help="The Python file of the bot.")],
+    data: Annotated[
+        list[Path], typer.Option("--data", "-d", help="CSV of OHLCV bars; repeat per symbol.")
+    ],
+    cash: Annotated[str, typer.Option(help="Starting cash.")] = "10000",
+    commission: Annotated[str, typer.Option(help="Fraction of notional per fill.")] = "0",
+    slippage_bps: Annotated[str, typer.Option(help="Adverse slippage, basis points.")] = "0",
+    fill: Annotated[
+        str, typer.Option(help="When market orders fill: next-open (default) or close.")
+    ] = "next-open",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE; repeatable.")
+    ] = None,
+    bot_name: Annotated[
+        str | None, typer.Option("--bot", help="The bot class, if the file has several.")
+    ] = None,
+    timeframe: Annotated[
+        str | None, typer.Option(help="The bars' timeframe, if not inferred from the data.")
+    ] = None,
+    chart: Annotated[
+        Path | None, typer.Option(help="Where to write the equity chart (HTML).")
+    ] = None,
+    trades: Annotated[int, typer.Option(help="How many trades to list.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Backtest a bot on historical bars with a simulated broker.
+
+    Example: `coyote-sdk backtest examples/sma_cross.py --data examples/data/GOOG.csv
+    --cash 10000 --commission 0.002`
+    """
+    from decimal import Decimal, InvalidOperation
+
+    from rich.progress import Progress
+
+    from coyote_sdk.backtest import Backtest, BacktestConfig, FillModel, write_chart
+    from coyote_sdk.bot import ParameterError
+    from coyote_sdk.csvdata import CsvDataError, read_bars_csv
+    from coyote_sdk.loading import BotLoadError, load_bot_class, parse_params
+
+    try:
+        bot_class = load_bot_class(bot_file, bot_name)
+        bot = bot_class(**parse_params(param or []))
+        bars = [
+            bar
+            for path in data
+            for bar in read_bars_csv(
+                path,
+                symbol=bot_class.symbols[0] if len(data) == 1 and bot_class.symbols else None,
+                timeframe=timeframe,
+            )
+        ]
+        config = BacktestConfig(
+            cash=Decimal(cash),
+            fill=FillModel(
+                fill_at="close" if fill == "close" else "next_open",
+                commission=Decimal(commission),
+                slippage_bps=Decimal(slippage_bps),
+            ),
+        )
+        if fill not in ("next-open", "close"):
+            raise ValueError(f"--fill takes next-open or close, got {fill!r}")
+        engine = Backtest(bot, bars, config=config)
+    except (BotLoadError, ParameterError, CsvDataError, ValueError, InvalidOperation) as exc:
+        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
+
+    with Progress(console=errors, transient=True, disable=as_json or len(bars) < 50_000) as bar:
+        task = bar.add_task("backtest", total=len(bars))
+        result = engine.run(progress=lambda done, total: bar.update(task, completed=done))
+    chart_path = write_chart(result, chart) if chart else None
+    if as_json:
+        print(json.dumps(_backtest_json(result, chart_path), indent=2, default=str))
+        return
+    table = Table("statistic", "value", title=f"{result.bot} {_params_text(result.params)}")
+    for name, value in result.stats.as_rows():
+        table.add_row(name, value)
+    console.print(table)
+    listing = Table(
+        "#",
+        "symbol",
+        "side",
+        "qty",
+        "entry",
+        "entry price",
+        "exit",
+        "exit price",
+        "pnl",
+        title=f"trades (first {min(trades, len(result.trades))} of {len(result.trades)})",
+    )
+    for index, trip in enumerate(result.trades[:trades], start=1):
+        listing.add_row(
+            str(index),
+            trip.symbol,
+            trip.direction,
+            f"{trip.quantity}",
+            _day(trip.entry_ts_ms),
+            f"{trip.entry_price:.4f}",
+            _day(trip.exit_ts_ms) if trip.exit_ts_ms else "open",
+            f"{trip.exit_price:.4f}" if trip.exit_price is not None else "",
+            f"{trip.pnl:.2f}",
+        )
+    console.print(listing)
+    if chart_path:
+        console.print(f"equity chart: {chart_path}")
+
+
+def _params_text(params: dict[str, object]) -> str:
+    return "(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+
+
+def _day(ts_ms: int) -> str:
+    from datetime import UTC, datetime
+
+    moment = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%d %H:%M" if moment.hour or moment.minute else "%Y-%m-%d")
+
+
+def _backtest_json(result, chart_path):  # type: ignore[no-untyped-def]
+    return {
+        "bot": result.bot,
+        "params": result.params,
+        "bars": result.bars,
+        "stats": dataclasses.asdict(result.stats),
+        "trades": [
+            {
+                "symbol": t.symbol,
+                "direction": t.direction,
+                "quantity": t.quantity,
+                "entry_ts_ms": t.entry_ts_ms,
+                "entry_price": t.entry_price,
+                "exit_ts_ms": t.exit_ts_ms,
+                "exit_price": t.exit_price,
+                "pnl": t.pnl,
+                "fees": t.fees,
+            }
+            for t in result.trades
+        ],
+        "chart": str(chart_path) if chart_path else None,
+    }
 
 
 @protocol_app.command("schema")

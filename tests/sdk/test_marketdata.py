@@ -59,8 +59,10 @@ def test_bars_are_the_hand_computed_ohlcv_of_the_trades(md: tuple[redis.Redis, s
     five_minutes = reader.bars(["GOOG"], Timeframe.M5)["GOOG"]
 
     def ohlcv(bar: Bar) -> tuple[int, str, str, str, str, str]:
-        return (bar.ts_ms, *(str(getattr(bar, f)) for f in
-                             ("open", "high", "low", "close", "volume")))  # fmt: skip
+        return (
+            bar.ts_ms,
+            *(str(getattr(bar, f)) for f in ("open", "high", "low", "close", "volume")),
+        )
 
     assert [ohlcv(b) for b in one_minute] == [
         (0, "100.5", "101.25", "99.75", "100", "6.5"),
@@ -113,8 +115,13 @@ def test_series_carry_the_documented_labels_and_retention(md: tuple[redis.Redis,
     bar = _ts_info(client, protocol.market_data_key(venue, "EURUSD", "close", Timeframe.M1))
 
     assert raw[b"retentionTime"] == 3_600_000
-    assert raw[b"labels"] == {b"coyote": b"md", b"venue": venue.encode(), b"symbol": b"EURUSD",
-                              b"timeframe": b"raw", b"field": b"price"}  # fmt: skip
+    assert raw[b"labels"] == {
+        b"coyote": b"md",
+        b"venue": venue.encode(),
+        b"symbol": b"EURUSD",
+        b"timeframe": b"raw",
+        b"field": b"price",
+    }
     assert list(raw[b"rules"]) == [  # type: ignore[call-overload]
         protocol.market_data_key(venue, "EURUSD", field, Timeframe.M1).encode()
         for field in ("open", "high", "low", "close")
@@ -165,11 +172,19 @@ def test_bars_from_a_bar_feed_are_stored_as_given_and_announced(
     subscriber.get_message(timeout=1)
     day = 86_400_000
     bars = [
-        Bar(symbol="GOOG", venue=venue, timeframe=Timeframe.D1, ts_ms=i * day,
-            open=Decimal("100"), high=Decimal("104.06"), low=Decimal("95.96"),
-            close=Decimal("100.34"), volume=Decimal("22351900"))
+        Bar(
+            symbol="GOOG",
+            venue=venue,
+            timeframe=Timeframe.D1,
+            ts_ms=i * day,
+            open=Decimal("100"),
+            high=Decimal("104.06"),
+            low=Decimal("95.96"),
+            close=Decimal("100.34"),
+            volume=Decimal("22351900"),
+        )
         for i in range(3)
-    ]  # fmt: skip
+    ]
 
     writer.add_bars(bars)
     announced = [subscriber.get_message(timeout=1) for _ in bars]

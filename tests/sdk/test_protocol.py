@@ -121,9 +121,16 @@ def test_intent_ids_are_uuid7_and_ordered_by_creation_time() -> None:
 
 def test_bars_must_be_consistent() -> None:
     bar = {
-        "symbol": "GOOG", "venue": "nasdaq", "timeframe": "1d", "ts_ms": 0,
-        "open": "100", "high": "104.06", "low": "95.96", "close": "100.34", "volume": "22351900",
-    }  # fmt: skip
+        "symbol": "GOOG",
+        "venue": "nasdaq",
+        "timeframe": "1d",
+        "ts_ms": 0,
+        "open": "100",
+        "high": "104.06",
+        "low": "95.96",
+        "close": "100.34",
+        "volume": "22351900",
+    }
 
     decoded = protocol.decode(json.dumps(bar), protocol.Bar)
     with pytest.raises(ProtocolError, match="inconsistent"):
@@ -136,20 +143,32 @@ def test_bars_must_be_consistent() -> None:
 def test_a_trade_report_needs_its_fill_and_a_rejection_its_code() -> None:
     intent_id = protocol.new_intent_id()
     common = dict(
-        report_id=protocol.new_intent_id(), intent_id=intent_id, order_id=intent_id, ts_ms=1,
-        account_id="paper-1", bot_id="b", symbol="GOOG", side=protocol.Side.BUY,
+        report_id=protocol.new_intent_id(),
+        intent_id=intent_id,
+        order_id=intent_id,
+        ts_ms=1,
+        account_id="paper-1",
+        bot_id="b",
+        symbol="GOOG",
+        side=protocol.Side.BUY,
         quantity=Decimal(10),
-    )  # fmt: skip
+    )
 
     filled = protocol.ExecutionReport(
-        **common, exec_type=protocol.ExecType.TRADE, order_status=protocol.OrderStatus.FILLED,
-        filled_quantity=Decimal(10), last_quantity=Decimal(10), last_price=Decimal("101.5"),
-    )  # fmt: skip
+        **common,
+        exec_type=protocol.ExecType.TRADE,
+        order_status=protocol.OrderStatus.FILLED,
+        filled_quantity=Decimal(10),
+        last_quantity=Decimal(10),
+        last_price=Decimal("101.5"),
+    )
     decoded = protocol.decode(protocol.encode(filled), protocol.ExecutionReport)
     bad_trade = {**json.loads(protocol.encode(filled)), "last_price": None}
     bad_reject = {
-        **json.loads(protocol.encode(filled)), "exec_type": "rejected", "order_status": "rejected"
-    }  # fmt: skip
+        **json.loads(protocol.encode(filled)),
+        "exec_type": "rejected",
+        "order_status": "rejected",
+    }
 
     assert decoded == filled
     assert decoded.order_status.is_terminal

@@ -131,12 +131,22 @@ class Kafka(Service):
             progress("formatting Kafka's KRaft storage")
             cluster_id = _kafka_cluster_id()
             _run(
-                ["java", *KAFKA_JVM_OPTIONS[:2], f"-Dlog4j2.configurationFile={log4j}",
-                 "-cp", f"{self.libs_dir}/*", "kafka.tools.StorageTool", "format",
-                 "--cluster-id", cluster_id, "--config", str(config)],
+                [
+                    "java",
+                    *KAFKA_JVM_OPTIONS[:2],
+                    f"-Dlog4j2.configurationFile={log4j}",
+                    "-cp",
+                    f"{self.libs_dir}/*",
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--cluster-id",
+                    cluster_id,
+                    "--config",
+                    str(config),
+                ],
                 what="format Kafka's storage",
                 log_path=self.log_path,
-            )  # fmt: skip
+            )
 
     def _resolve_jars(self, progress: Progress) -> None:
         stamp = self.libs_dir / ".complete"
@@ -149,9 +159,14 @@ class Kafka(Service):
         staging.parent.mkdir(parents=True, exist_ok=True)
         with resources.as_file(self._pom) as pom:
             command = [
-                "mvn", "-B", "-f", str(pom), "dependency:copy-dependencies",
-                f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
-            ]  # fmt: skip
+                "mvn",
+                "-B",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={staging}",
+                "-DincludeScope=runtime",
+            ]
             process = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             )
@@ -201,12 +216,15 @@ class Kafka(Service):
 
     def command(self) -> list[str]:
         return [
-            "java", *KAFKA_JVM_OPTIONS,
+            "java",
+            *KAFKA_JVM_OPTIONS,
             f"-Dlog4j2.configurationFile={self.dir / 'log4j2.yaml'}",
             f"-Dkafka.logs.dir={self.dir}",
-            "-cp", f"{self.libs_dir}/*",
-            "kafka.Kafka", str(self.dir / "server.properties"),
-        ]  # fmt: skip
+            "-cp",
+            f"{self.libs_dir}/*",
+            "kafka.Kafka",
+            str(self.dir / "server.properties"),
+        ]
 
     def healthy(self) -> bool:
         return asyncio.run(_kafka_healthy(self.address))
@@ -318,16 +336,24 @@ class Redis(Service):
     def command(self) -> list[str]:
         return [
             str(self._stack_dir / "bin" / "redis-server"),
-            "--bind", "127.0.0.1",
-            "--port", str(self.settings.redis_port),
-            "--dir", str(self.dir / "data"),
-            "--daemonize", "no",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.settings.redis_port),
+            "--dir",
+            str(self.dir / "data"),
+            "--daemonize",
+            "no",
             # The append-only file keeps bot state and control flags across a restart.
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--loadmodule", str(self._stack_dir / "lib" / "redistimeseries.so"),
-        ]  # fmt: skip
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--loadmodule",
+            str(self._stack_dir / "lib" / "redistimeseries.so"),
+        ]
 
     def environment(self) -> dict[str, str]:
         existing = os.environ.get("LD_LIBRARY_PATH")
@@ -423,22 +449,35 @@ class Postgres(Service):
             return
         progress("initialising PostgreSQL's data directory")
         _run(
-            [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", self.role,
-             "--auth=trust", "--encoding=UTF8", "--no-locale"],
+            [
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                self.role,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+            ],
             what="initialise PostgreSQL's data directory",
             log_path=self.log_path,
             user=user,
-        )  # fmt: skip
+        )
 
     def command(self) -> list[str]:
         return [
             str(self.bin_dir / "postgres"),
-            "-D", str(self.data_dir),
-            "-p", str(self.settings.postgres_port),
-            "-c", "listen_addresses=127.0.0.1",
-            "-c", f"unix_socket_directories={self.dir / 'run'}",
-            "-c", "max_connections=200",
-        ]  # fmt: skip
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.settings.postgres_port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={self.dir / 'run'}",
+            "-c",
+            "max_connections=200",
+        ]
 
     def _connect(self, dbname: str):  # type: ignore[no-untyped-def]
         import psycopg
@@ -516,11 +555,13 @@ class Vault(Service):
 
     def command(self) -> list[str]:
         return [
-            str(self._bao), "server", "-dev",
+            str(self._bao),
+            "server",
+            "-dev",
             f"-dev-root-token-id={self.settings.vault_dev_root_token.get_secret_value()}",
             f"-dev-listen-address=127.0.0.1:{self.settings.vault_port}",
             "-dev-no-store-token",
-        ]  # fmt: skip
+        ]
 
     def environment(self) -> dict[str, str]:
         return {"HOME": str(self.dir)}
@@ -577,8 +618,13 @@ def _run(command: list[str], *, what: str, log_path: Path, user: str | None = No
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         result = subprocess.run(
-            command, stdout=log, stderr=subprocess.STDOUT, check=False,
-            user=user, group=user, extra_groups=[] if user else None,
-        )  # fmt: skip
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+            user=user,
+            group=user,
+            extra_groups=[] if user else None,
+        )
     if result.returncode != 0:
         raise StackError(f"could not {what} (exit code {result.returncode}); see {log_path}")

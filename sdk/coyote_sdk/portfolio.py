@@ -1,0 +1,183 @@
+"""A bot's portfolio, kept from execution reports alone.
+
+The same class serves the backtester and the live runtime: both feed it the protocol's
+:class:`~coyote_sdk.protocol.ExecutionReport` messages, so a bot sees the same cash, positions,
+open orders and PnL arithmetic everywhere. Positions use average cost; realised PnL is booked
+when a position shrinks, and a fill that flips a position closes the old side first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Mapping
+from decimal import Decimal
+
+from coyote_sdk.protocol import ExecType, ExecutionReport, NewOrder, OrderStatus, Side
+
+ZERO = Decimal(0)
+
+
+@dataclasses.dataclass
+class Position:
+    """A signed holding: positive long, negative short."""
+
+    symbol: str
+    quantity: Decimal = ZERO
+    average_price: Decimal = ZERO
+    realized_pnl: Decimal = ZERO
+    """Gross of fees; fees are kept in :attr:`Portfolio.fees`."""
+
+    def unrealized_pnl(self, mark: Decimal) -> Decimal:
+        return self.quantity * (mark - self.average_price)
+
+    @property
+    def is_flat(self) -> bool:
+        return self.quantity == 0
+
+
+@dataclasses.dataclass
+class OpenOrder:
+    """An order the broker may still fill."""
+
+    order_id: uuid.UUID
+    symbol: str
+    side: Side
+    quantity: Decimal
+    filled_quantity: Decimal
+    status: OrderStatus
+    intent: NewOrder | None = None
+    """The intent that placed it, when this process sent it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Fill:
+    """One execution, with the realised PnL it booked."""
+
+    order_id: uuid.UUID
+    ts_ms: int
+    symbol: str
+    side: Side
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    realized_pnl: Decimal
+    position_after: Decimal
+
+
+class Portfolio:
+    """Cash, positions, open orders and PnL of one bot on one account.
+
+    Args:
+        cash: The starting cash (the bot's capital allocation).
+    """
+
+    def __init__(self, cash: Decimal | int | str = ZERO) -> None:
+        self.initial_cash = Decimal(cash)
+        self.cash = self.initial_cash
+        self.fees = ZERO
+        self.positions: dict[str, Position] = {}
+        self.open_orders: dict[uuid.UUID, OpenOrder] = {}
+        self._sent: dict[uuid.UUID, NewOrder] = {}
+        self._fill_ids: set[str] = set()
+
+    def position(self, symbol: str) -> Position:
+        """The position in ``symbol`` (flat if none)."""
+        position = self.positions.get(symbol)
+        if position is None:
+            position = self.positions[symbol] = Position(symbol)
+        return position
+
+    def track(self, intent: NewOrder) -> None:
+        """Remembers an order this process sent, so its open order carries its prices."""
+        self._sent[intent.intent_id] = intent
+
+    def apply(self, report: ExecutionReport) -> Fill | None:
+        """Updates the portfolio from one report; returns the fill it carried, if any.
+
+        A report repeating a fill already applied (same ``fill_id``) changes nothing.
+        """
+        fill = None
+        if report.exec_type is ExecType.TRADE:
+            if report.fill_id is not None:
+                if report.fill_id in self._fill_ids:
+                    return None
+                self._fill_ids.add(report.fill_id)
+            assert report.last_quantity is not None and report.last_price is not None
+            fill = self._book(report, report.last_quantity, report.last_price, report.fee or ZERO)
+        if report.order_status.is_terminal:
+            self.open_orders.pop(report.order_id, None)
+            self._sent.pop(report.order_id, None)
+        else:
+            self.open_orders[report.order_id] = OpenOrder(
+                order_id=report.order_id,
+                symbol=report.symbol,
+                side=report.side,
+                quantity=report.quantity,
+                filled_quantity=report.filled_quantity,
+                status=report.order_status,
+                intent=self._sent.get(report.order_id),
+            )
+        return fill
+
+    def _book(self, report: ExecutionReport, qty: Decimal, price: Decimal, fee: Decimal) -> Fill:
+        position = self.position(report.symbol)
+        signed = qty if report.side is Side.BUY else -qty
+        self.cash -= signed * price + fee
+        self.fees += fee
+        held = position.quantity
+        realized = ZERO
+        if held == 0 or (held > 0) == (signed > 0):
+            total = abs(held) + qty
+            position.average_price = (abs(held) * position.average_price + qty * price) / total
+        else:
+            closing = min(qty, abs(held))
+            realized = closing * (price - position.average_price) * (1 if held > 0 else -1)
+            position.realized_pnl += realized
+            if qty > abs(held):  # flipped: the remainder opens at this price
+                position.average_price = price
+            elif qty == abs(held):
+                position.average_price = ZERO
+        position.quantity = held + signed
+        return Fill(
+            order_id=report.order_id,
+            ts_ms=report.ts_ms,
+            symbol=report.symbol,
+            side=report.side,
+            quantity=qty,
+            price=price,
+            fee=fee,
+            realized_pnl=realized,
+            position_after=position.quantity,
+        )
+
+    # -- valuation -----------------------------------------------------------------------
+
+    def market_value(self, marks: Mapping[str, Decimal]) -> Decimal:
+        """Sum of positions at ``marks`` (a position without a mark counts at its cost)."""
+        return sum(
+            (p.quantity * marks.get(p.symbol, p.average_price) for p in self.positions.values()),
+            ZERO,
+        )
+
+    def equity(self, marks: Mapping[str, Decimal]) -> Decimal:
+        """Cash plus the market value of every position."""
+        return self.cash + self.market_value(marks)
+
+    @property
+    def realized_pnl(self) -> Decimal:
+        return sum((p.realized_pnl for p in self.positions.values()), ZERO)
+
+    def unrealized_pnl(self, marks: Mapping[str, Decimal]) -> Decimal:
+        return sum(
+            (
+                p.unrealized_pnl(marks[p.symbol])
+                for p in self.positions.values()
+                if p.symbol in marks
+            ),
+            ZERO,
+        )
+
+    def pnl(self, marks: Mapping[str, Decimal]) -> Decimal:
+        """Realised plus unrealised, net of fees."""
+        return self.realized_pnl + self.unrealized_pnl(marks) - self.fees

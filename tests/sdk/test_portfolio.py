@@ -1,0 +1,101 @@
+"""Portfolio arithmetic from execution reports: average cost, flips, fees, replays."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from coyote_sdk.portfolio import Portfolio
+from coyote_sdk.protocol import ExecType, ExecutionReport, OrderStatus, Side, new_intent_id
+
+pytestmark = pytest.mark.unit
+
+
+def _fill(
+    side: Side, qty: str, price: str, fee: str = "0", fill_id: str | None = None
+) -> ExecutionReport:
+    order_id = new_intent_id()
+    return ExecutionReport(
+        report_id=new_intent_id(),
+        intent_id=order_id,
+        order_id=order_id,
+        ts_ms=1,
+        account_id="a",
+        bot_id="b",
+        symbol="EURUSD",
+        side=side,
+        exec_type=ExecType.TRADE,
+        order_status=OrderStatus.FILLED,
+        quantity=Decimal(qty),
+        filled_quantity=Decimal(qty),
+        last_quantity=Decimal(qty),
+        last_price=Decimal(price),
+        fee=Decimal(fee),
+        fill_id=fill_id or str(order_id),
+    )
+
+
+def test_average_cost_realised_pnl_and_a_flip() -> None:
+    portfolio = Portfolio(Decimal(1000))
+
+    portfolio.apply(_fill(Side.BUY, "2", "10", "0.1"))
+    portfolio.apply(_fill(Side.BUY, "2", "12", "0.1"))  # average 11
+    sold = portfolio.apply(_fill(Side.SELL, "3", "13", "0.1"))  # realises 3 × 2 = 6
+    flipped = portfolio.apply(_fill(Side.SELL, "3", "14", "0.1"))  # closes 1 (+3), short 2 @ 14
+    position = portfolio.position("EURUSD")
+
+    assert sold is not None and sold.realized_pnl == Decimal(6)
+    assert flipped is not None and flipped.realized_pnl == Decimal(3)
+    assert (position.quantity, position.average_price) == (Decimal(-2), Decimal(14))
+    assert position.realized_pnl == Decimal(9)
+    assert portfolio.fees == Decimal("0.4")
+    assert portfolio.cash == Decimal(1000) - 20 - 24 + 39 + 42 - Decimal("0.4")
+    # Equity and PnL agree whatever the mark.
+    marks = {"EURUSD": Decimal("13.5")}
+    assert portfolio.equity(marks) - portfolio.initial_cash == portfolio.pnl(marks)
+    assert portfolio.unrealized_pnl(marks) == Decimal(1)
+
+
+def test_a_replayed_fill_is_applied_once() -> None:
+    portfolio = Portfolio(Decimal(100))
+    report = _fill(Side.BUY, "1", "10", fill_id="venue-7")
+
+    portfolio.apply(report)
+    again = portfolio.apply(report)
+
+    assert again is None
+    assert portfolio.position("EURUSD").quantity == 1
+    assert portfolio.cash == Decimal(90)
+
+
+def test_open_orders_follow_the_reports() -> None:
+    portfolio = Portfolio()
+    order_id = new_intent_id()
+    common = dict(
+        report_id=new_intent_id(),
+        intent_id=order_id,
+        order_id=order_id,
+        ts_ms=1,
+        account_id="a",
+        bot_id="b",
+        symbol="EURUSD",
+        side=Side.BUY,
+        quantity=Decimal(5),
+    )
+
+    portfolio.apply(
+        ExecutionReport(
+            **common,
+            exec_type=ExecType.ACCEPTED,
+            order_status=OrderStatus.NEW,
+            leaves_quantity=Decimal(5),
+        )
+    )
+    accepted = list(portfolio.open_orders)
+    portfolio.apply(
+        ExecutionReport(**common, exec_type=ExecType.CANCELED, order_status=OrderStatus.CANCELED)
+    )
+
+    assert accepted == [order_id]
+    assert portfolio.open_orders == {}
