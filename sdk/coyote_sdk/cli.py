@@ -329,6 +329,83 @@ def _backtest_json(result, chart_path):  # type: ignore[no-untyped-def]
     }
 
 
+@app.command("run")
+def run(
+    bot_file: Annotated[Path, typer.Argument(help="The Python file of the bot.")],
+    account: Annotated[str, typer.Option(help="The trading account its intents name.")],
+    bot_id: Annotated[
+        str | None, typer.Option(help="The bot's id; by default the file's name.")
+    ] = None,
+    venue: Annotated[str, typer.Option(help="Market-data venue of its symbols.")] = "demo",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE; repeatable.")
+    ] = None,
+    cash: Annotated[str, typer.Option(help="Capital allocation of its portfolio.")] = "0",
+    bot_name: Annotated[
+        str | None, typer.Option("--bot", help="The bot class, if the file has several.")
+    ] = None,
+    init_flag: Annotated[
+        bool,
+        typer.Option(
+            help="Set the control flag to running if the bot has none (local runs); the "
+            "supervisor passes --no-init-flag and sets flags itself."
+        ),
+    ] = True,
+    max_errors: Annotated[int, typer.Option(help="Handler errors before it stops.")] = 10,
+    release: Annotated[str | None, typer.Option(help="Release id, for the heartbeat.")] = None,
+) -> None:
+    """Run a bot live against the stack: bars from RedisTimeSeries, intents to Kafka.
+
+    It obeys its control flag (`coyote:bot:ID:control`): paused sends nothing, stopped cancels
+    its open orders, runs on_stop and exits. Ctrl-C stops it the same way.
+
+    Example: `coyote-sdk run examples/sma_cross.py --account paper --param fast=10`
+    """
+    import asyncio
+    import re
+    from decimal import Decimal, InvalidOperation
+
+    import redis
+
+    from coyote_sdk.bot import ParameterError
+    from coyote_sdk.control import read_control_flag, set_control_flag
+    from coyote_sdk.loading import BotLoadError, load_bot_class, parse_params
+    from coyote_sdk.logs import configure_logging
+    from coyote_sdk.protocol import BotState
+    from coyote_sdk.runtime import BotRuntime, RuntimeOptions, run_until_signalled
+
+    configure_logging()
+    try:
+        bot_class = load_bot_class(bot_file, bot_name)
+        bot = bot_class(**parse_params(param or []))
+        identifier = bot_id or re.sub(r"[^A-Za-z0-9._-]", "-", bot_file.stem)
+        options = RuntimeOptions(
+            bot_id=identifier,
+            account_id=account,
+            venue=venue,
+            cash=Decimal(cash),
+            max_handler_errors=max_errors,
+            release=release,
+        )
+    except (BotLoadError, ParameterError, ValueError, InvalidOperation) as exc:
+        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
+    settings = _stack().settings
+    endpoints = settings.endpoints()
+    if init_flag:
+        client = redis.Redis.from_url(endpoints.redis_url)
+        try:
+            if read_control_flag(client, identifier) is None:
+                set_control_flag(client, identifier, BotState.RUNNING, set_by="coyote-sdk run")
+        except redis.RedisError as exc:
+            errors.print(f"[red]error:[/red] Redis at {endpoints.redis_url}: {exc}")
+            raise typer.Exit(1) from exc
+        finally:
+            client.close()
+    outcome = asyncio.run(run_until_signalled(BotRuntime(bot, options, endpoints)))
+    raise typer.Exit(outcome.code)
+
+
 @protocol_app.command("schema")
 def protocol_schema() -> None:
     """Print the JSON Schema of the wire protocol (what docs/schemas/ holds).

@@ -377,6 +377,42 @@ class ControlFlag(_Message, frozen=True, kw_only=True):
     set_by: str | None = None
 
 
+class RuntimeState(enum.StrEnum):
+    """What a bot runtime is doing, as its heartbeat reports it."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    BLOCKED = "blocked"
+    """Its control flag is missing or unreadable: it emits nothing until the flag is back."""
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    """It stopped itself, e.g. after too many handler errors; ``detail`` says why."""
+
+
+class BotStatus(_Message, frozen=True, kw_only=True):
+    """A bot runtime's heartbeat, kept in Redis with a TTL: when the key expires the runtime
+    is dead or stuck."""
+
+    bot_id: Identifier
+    account_id: Identifier
+    state: RuntimeState
+    ts_ms: TimestampMs
+    started_ms: TimestampMs
+    sdk_version: str
+    release: str | None = None
+    """The release (bundle digest) the runtime was launched from, if any."""
+    pid: int
+    host: str
+    flag_generation: int | None = None
+    last_bar_ms: TimestampMs | None = None
+    bars: int = 0
+    intents: int = 0
+    errors: int = 0
+    detail: str | None = None
+
+
 # -- TOPICS AND KEYS -----------------------------------------------------------------------
 
 
@@ -422,6 +458,16 @@ KEY_PREFIX: Final = "coyote"
 def control_flag_key(bot_id: str) -> str:
     """The Redis key holding a bot's :class:`ControlFlag`."""
     return f"{KEY_PREFIX}:bot:{bot_id}:control"
+
+
+def heartbeat_key(bot_id: str) -> str:
+    """The Redis key of a bot runtime's :class:`BotStatus` (it expires without heartbeats)."""
+    return f"{KEY_PREFIX}:bot:{bot_id}:heartbeat"
+
+
+def state_key(bot_id: str) -> str:
+    """The Redis hash of a bot's key-value state store (JSON values)."""
+    return f"{KEY_PREFIX}:bot:{bot_id}:state"
 
 
 CONTROL_CHANNEL: Final = f"{KEY_PREFIX}:control"
@@ -516,6 +562,7 @@ MESSAGE_TYPES: Final = (
     ReplaceOrder,
     ExecutionReport,
     ControlFlag,
+    BotStatus,
 )
 
 

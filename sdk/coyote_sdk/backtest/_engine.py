@@ -16,6 +16,7 @@ from coyote_sdk.backtest._stats import RoundTrip, Statistics, TradeTracker, stat
 from coyote_sdk.bot import Bot
 from coyote_sdk.portfolio import Fill, Portfolio
 from coyote_sdk.protocol import Bar, ExecType, ExecutionReport, OrderIntent, Timeframe
+from coyote_sdk.state import MemoryState
 
 logger = logging.getLogger("coyote.bot")
 
@@ -62,7 +63,7 @@ class _Context:
         self.bot_id = bot_id
         self.account_id = account_id
         self.portfolio = portfolio
-        self.state: dict[str, Any] = {}
+        self.state = MemoryState()
         self.log = logging.LoggerAdapter(logger, {"bot_id": bot_id})
         self.clock_ms = 0
         self.outbox: list[OrderIntent] = []

@@ -1,0 +1,76 @@
+"""Control flags and heartbeats in Redis: what the supervisor writes and reads, and what every
+bot runtime obeys (see ``docs/runtime.md``)."""
+
+from __future__ import annotations
+
+import redis
+
+from coyote_sdk import protocol
+from coyote_sdk.protocol import BotState, BotStatus, ControlFlag
+
+# Increments the flag's generation, stores the flag and announces it, all in one step, so two
+# concurrent writers can never leave an older generation in place of a newer one.
+_SET_FLAG = """
+local generation = redis.call('INCR', KEYS[2])
+local flag = cjson.decode(ARGV[1])
+flag['generation'] = generation
+redis.call('SET', KEYS[1], cjson.encode(flag))
+redis.call('PUBLISH', ARGV[2], flag['bot_id'])
+return generation
+"""
+
+
+def _generation_key(bot_id: str) -> str:
+    return protocol.control_flag_key(bot_id) + ":generation"
+
+
+def set_control_flag(
+    client: redis.Redis,
+    bot_id: str,
+    desired: BotState | str,
+    *,
+    reason: str | None = None,
+    set_by: str | None = None,
+) -> ControlFlag:
+    """Sets a bot's desired state with the next generation and notifies its runtime."""
+    draft = ControlFlag(
+        bot_id=bot_id,
+        desired=BotState(desired),
+        generation=0,
+        ts_ms=protocol.now_ms(),
+        reason=reason,
+        set_by=set_by,
+    )
+    generation = client.eval(
+        _SET_FLAG,
+        2,
+        protocol.control_flag_key(bot_id),
+        _generation_key(bot_id),
+        protocol.encode(draft),
+        protocol.CONTROL_CHANNEL,
+    )
+    return ControlFlag(
+        bot_id=bot_id,
+        desired=draft.desired,
+        generation=int(generation),  # type: ignore[arg-type]
+        ts_ms=draft.ts_ms,
+        reason=reason,
+        set_by=set_by,
+    )
+
+
+def read_control_flag(client: redis.Redis, bot_id: str) -> ControlFlag | None:
+    raw = client.get(protocol.control_flag_key(bot_id))
+    return None if raw is None else protocol.decode(raw, ControlFlag)  # type: ignore[arg-type]
+
+
+def clear_control_flag(client: redis.Redis, bot_id: str) -> None:
+    """Removes a bot's flag: its runtime then emits nothing (fail safe) until one is set."""
+    client.delete(protocol.control_flag_key(bot_id))
+    client.publish(protocol.CONTROL_CHANNEL, bot_id)
+
+
+def read_status(client: redis.Redis, bot_id: str) -> BotStatus | None:
+    """The bot runtime's last heartbeat, or None if it expired (dead or stuck) or never was."""
+    raw = client.get(protocol.heartbeat_key(bot_id))
+    return None if raw is None else protocol.decode(raw, BotStatus)  # type: ignore[arg-type]

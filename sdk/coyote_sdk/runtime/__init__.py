@@ -1,0 +1,13 @@
+"""The live bot runtime: `coyote-sdk run` locally, and what the supervisor launches.
+
+See ``docs/runtime.md`` for the control flag, heartbeats and failure behaviour.
+"""
+
+from coyote_sdk.runtime._runtime import (
+    BotRuntime,
+    RuntimeExit,
+    RuntimeOptions,
+    run_until_signalled,
+)
+
+__all__ = ["BotRuntime", "RuntimeExit", "RuntimeOptions", "run_until_signalled"]

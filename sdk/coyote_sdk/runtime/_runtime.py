@@ -1,0 +1,530 @@
+"""The live bot runtime: the same bot as in a backtest, on the real stack.
+
+Bars arrive by Redis pub/sub, intents leave through Kafka's idempotent producer keyed by
+account, execution reports come back from Kafka and drive the portfolio and ``on_fill``. The
+control flag in Redis gates every intent, failing safe: a flag that is missing, not
+``running``, or unreadable for longer than ``flag_stale_s`` lets nothing out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from coyote_sdk import __version__, protocol
+from coyote_sdk.bot import Bot
+from coyote_sdk.config import Endpoints
+from coyote_sdk.kafka import account_partition
+from coyote_sdk.marketdata import MarketDataReader
+from coyote_sdk.portfolio import Portfolio
+from coyote_sdk.protocol import (
+    Bar,
+    BotState,
+    BotStatus,
+    CancelAll,
+    ControlFlag,
+    ExecType,
+    ExecutionReport,
+    NewOrder,
+    OrderIntent,
+    OrderStatus,
+    RuntimeState,
+    Timeframe,
+)
+from coyote_sdk.state import RedisState
+
+logger = logging.getLogger("coyote.runtime")
+_MAX_FLUSH_ROUNDS = 10
+bot_logger = logging.getLogger("coyote.bot")
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeOptions:
+    """How one bot runtime runs.
+
+    Attributes:
+        bot_id: The bot's id (its control flag, heartbeat, state and intents carry it).
+        account_id: The trading account its intents name.
+        venue: The market-data venue of its symbols.
+        cash: The capital allocation its portfolio starts from.
+        max_handler_errors: Handler exceptions tolerated before the bot stops itself.
+        heartbeat_interval_s: Seconds between heartbeats.
+        heartbeat_ttl_s: Lifetime of a heartbeat key; its expiry marks the bot dead or stuck.
+        flag_refresh_s: Seconds between reads of the control flag (pub/sub makes changes
+            immediate; the reads catch a missed message and tell when Redis is gone).
+        flag_stale_s: After this long without a successful read, the flag counts as unknown
+            and intents are blocked.
+        release: The release the runtime was launched from, for its heartbeat.
+    """
+
+    bot_id: str
+    account_id: str
+    venue: str
+    cash: Any = 0
+    max_handler_errors: int = 10
+    heartbeat_interval_s: float = 2.0
+    heartbeat_ttl_s: float = 10.0
+    flag_refresh_s: float = 1.0
+    flag_stale_s: float = 3.0
+    release: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeExit:
+    """How a runtime ended: ``code`` 0 when asked to stop, 3 when it failed."""
+
+    code: int
+    state: RuntimeState
+    reason: str
+
+
+class _LiveContext:
+    """The runtime's side of :class:`coyote_sdk.bot.BotContext`."""
+
+    def __init__(self, runtime: BotRuntime, client: redis.Redis) -> None:
+        options = runtime.options
+        self._runtime = runtime
+        self.account_id = options.account_id
+        self.bot_id = options.bot_id
+        self.portfolio = runtime.portfolio
+        self.state = RedisState(client, options.bot_id)
+        self.log = logging.LoggerAdapter(
+            bot_logger, {"bot_id": options.bot_id, "account_id": options.account_id}
+        )
+        self._reader = MarketDataReader(client, venue=options.venue)
+        self.outbox: list[OrderIntent] = []
+
+    def now_ms(self) -> int:
+        return protocol.now_ms()
+
+    def submit(self, intent: OrderIntent) -> None:
+        self.outbox.append(intent)
+
+    def history(self, symbol: str, count: int, timeframe: Timeframe) -> list[Bar]:
+        return self._reader.bars([symbol], timeframe, count=count)[symbol]
+
+    def last_price(self, symbol: str) -> Any:
+        found = self._reader.last_prices([symbol]).get(symbol)
+        if found is not None:
+            return found[1]
+        bar = self._runtime.last_bars.get(symbol)
+        return bar.close if bar else None
+
+
+class BotRuntime:
+    """Runs one bot live until its flag says ``stopped``, it is told to stop, or it fails.
+
+    Args:
+        bot: The bot, constructed with its parameters.
+        options: Ids, venue, limits and timings.
+        endpoints: Where Kafka and Redis are.
+    """
+
+    def __init__(self, bot: Bot, options: RuntimeOptions, endpoints: Endpoints) -> None:
+        self.bot = bot
+        self.options = options
+        self.endpoints = endpoints
+        self.portfolio = Portfolio(options.cash)
+        self.last_bars: dict[str, Bar] = {}
+        self.state = RuntimeState.STARTING
+        self.flag: ControlFlag | None = None
+        self.errors = 0
+        self.bars = 0
+        self.intents = 0
+        self._flag_read_at = 0.0
+        self._started_ms = protocol.now_ms()
+        self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._stop = asyncio.Event()
+        self._exit: RuntimeExit | None = None
+        self._log = logging.LoggerAdapter(
+            logger, {"bot_id": options.bot_id, "account_id": options.account_id}
+        )
+
+    # -- control ----------------------------------------------------------------------------
+
+    def gate_open(self) -> bool:
+        """Whether an intent may leave now: the flag is ``running`` and freshly read."""
+        return (
+            self.flag is not None
+            and self.flag.desired is BotState.RUNNING
+            and time.monotonic() - self._flag_read_at <= self.options.flag_stale_s
+        )
+
+    def request_stop(self, reason: str = "asked to stop") -> None:
+        """Stops the runtime gracefully (open orders cancelled, ``on_stop`` run)."""
+        if self._exit is None:
+            self._exit = RuntimeExit(0, RuntimeState.STOPPED, reason)
+        self._stop.set()
+
+    async def _read_flag(self, client: aioredis.Redis) -> None:
+        try:
+            raw = await client.get(protocol.control_flag_key(self.options.bot_id))
+        except (redis.RedisError, OSError) as exc:
+            if self.state is not RuntimeState.BLOCKED and not self.gate_open():
+                self._set_state(RuntimeState.BLOCKED, f"Redis unreachable: {exc}")
+            return
+        self._flag_read_at = time.monotonic()
+        if raw is None:
+            self.flag = None
+            self._set_state(RuntimeState.BLOCKED, "control flag missing")
+            return
+        try:
+            flag = protocol.decode(raw, ControlFlag)
+        except protocol.ProtocolError as exc:
+            self.flag = None
+            self._set_state(RuntimeState.BLOCKED, f"control flag unreadable: {exc}")
+            return
+        if self.flag is not None and flag.generation < self.flag.generation:
+            return  # an older flag restored from a replica or a backup: keep the newer
+        self.flag = flag
+        if flag.desired is BotState.STOPPED:
+            self.request_stop(f"control flag stopped (generation {flag.generation})")
+        else:
+            self._set_state(
+                RuntimeState.RUNNING if flag.desired is BotState.RUNNING else RuntimeState.PAUSED,
+                flag.reason,
+            )
+
+    def _set_state(self, state: RuntimeState, detail: str | None = None) -> None:
+        if state is not self.state:
+            self._log.info("runtime %s%s", state.value, f": {detail}" if detail else "")
+            self.state = state
+
+    # -- main ---------------------------------------------------------------------------------
+
+    async def run(self) -> RuntimeExit:
+        """Runs until stopped; returns how it ended."""
+        sync_client = redis.Redis.from_url(self.endpoints.redis_url, socket_timeout=2)
+        client = aioredis.Redis.from_url(self.endpoints.redis_url, socket_timeout=2)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.endpoints.kafka_bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            request_timeout_ms=10_000,
+        )
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.endpoints.kafka_bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+        )
+        context = _LiveContext(self, sync_client)
+        tasks: list[asyncio.Task[None]] = []
+        await producer.start()
+        await consumer.start()
+        try:
+            await self._replay_reports(consumer, producer)
+            await self._read_flag(client)
+            self.bot._bind(context)
+            await self._call("on_start")
+            await self._flush(context, producer)
+            tasks = [
+                asyncio.create_task(self._watch_market_and_control(client), name="pubsub"),
+                asyncio.create_task(self._refresh_flag(client), name="flag"),
+                asyncio.create_task(self._heartbeat(client), name="heartbeat"),
+                asyncio.create_task(self._follow_reports(consumer), name="reports"),
+            ]
+            await self._dispatch_events(context, producer)
+            await self._shut_down(context, producer)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self.bot._bind(None)
+            exit_ = self._exit or RuntimeExit(0, RuntimeState.STOPPED, "ended")
+            self.state = exit_.state
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self._beat(client, detail=exit_.reason)
+            await consumer.stop()
+            await producer.stop()
+            await client.aclose()
+            sync_client.close()
+        self._log.info("runtime ended: %s", exit_.reason)
+        return exit_
+
+    async def _dispatch_events(self, context: _LiveContext, producer: AIOKafkaProducer) -> None:
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            while not self._stop.is_set():
+                get = asyncio.create_task(self._events.get())
+                done, _ = await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if get not in done:
+                    get.cancel()
+                    break
+                kind, payload = get.result()
+                if kind == "bar":
+                    await self.on_bar_event(payload, context, producer)
+                else:
+                    await self._on_report(payload, context, producer)
+        finally:
+            stop.cancel()
+
+    async def on_bar_event(
+        self, bar: Bar, context: _LiveContext, producer: AIOKafkaProducer
+    ) -> None:
+        """Delivers one bar to the bot and sends what it ordered."""
+        self.last_bars[bar.symbol] = bar
+        self.bars += 1
+        await self._call("on_bar", bar)
+        await self._flush(context, producer)
+
+    async def _on_report(
+        self, report: ExecutionReport, context: _LiveContext, producer: AIOKafkaProducer
+    ) -> None:
+        fill = self.portfolio.apply(report)
+        await self._call("on_order_update", report)
+        if fill is not None:
+            await self._call("on_fill", report)
+        await self._flush(context, producer)
+
+    async def _shut_down(self, context: _LiveContext, producer: AIOKafkaProducer) -> None:
+        self._set_state(RuntimeState.STOPPING, self._exit.reason if self._exit else None)
+        if self.portfolio.open_orders:
+            # Leaving orders behind a stopped bot would leave risk nobody manages.
+            cancel = CancelAll(
+                intent_id=protocol.new_intent_id(),
+                ts_ms=protocol.now_ms(),
+                account_id=self.options.account_id,
+                bot_id=self.options.bot_id,
+            )
+            with contextlib.suppress(KafkaError):
+                await self._produce(producer, cancel)
+        context.outbox.clear()
+        await self._call("on_stop")
+        context.outbox.clear()  # nothing leaves after on_stop: the bot is stopping
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    async def _call(self, name: str, *args: Any) -> None:
+        handler: Callable[..., Any] = getattr(self.bot, name)
+        try:
+            result = handler(*args)
+            if name in type(self.bot)._async_handlers:
+                await result
+        except Exception as exc:
+            self.errors += 1
+            self._log.error(
+                "%s raised %s: %s",
+                name,
+                type(exc).__name__,
+                exc,
+                extra={"handler": name, "traceback": traceback.format_exc()},
+            )
+            if self.errors >= self.options.max_handler_errors:
+                self._exit = RuntimeExit(
+                    3,
+                    RuntimeState.FAILED,
+                    f"stopped after {self.errors} handler errors; last: {name} raised "
+                    f"{type(exc).__name__}: {exc}",
+                )
+                self._stop.set()
+
+    async def _flush(self, context: _LiveContext, producer: AIOKafkaProducer) -> None:
+        """Sends what the last handler ordered, if the gate is open; tells the bot otherwise."""
+        for _ in range(_MAX_FLUSH_ROUNDS):
+            if not context.outbox:
+                return
+            pending, context.outbox = context.outbox, []
+            for intent in pending:
+                if not self.gate_open():
+                    reason = (
+                        f"the bot is {self.flag.desired.value}"
+                        if self.flag is not None and self.flag.desired is not BotState.RUNNING
+                        else "the control flag is missing or unreadable"
+                    )
+                    await self._refuse(intent, "control.blocked", f"not sent: {reason}")
+                    continue
+                try:
+                    await self._produce(producer, intent)
+                except KafkaError as exc:
+                    await self._refuse(intent, "produce.failed", f"Kafka refused it: {exc}")
+        # A bot that answers every refusal with a new order would spin here forever.
+        self._log.error(
+            "dropped %d intents placed in answer to refusals, %d rounds in a row",
+            len(context.outbox),
+            _MAX_FLUSH_ROUNDS,
+        )
+        context.outbox.clear()
+
+    async def _produce(self, producer: AIOKafkaProducer, intent: OrderIntent) -> None:
+        await producer.send_and_wait(
+            protocol.INTENTS_TOPIC.name,
+            protocol.encode(intent),
+            key=intent.account_id.encode(),
+        )
+        self.intents += 1
+        self._log.info(
+            "intent sent",
+            extra={"intent_id": str(intent.intent_id), "action": type(intent).__name__},
+        )
+
+    async def _refuse(self, intent: OrderIntent, code: str, reason: str) -> None:
+        """Answers an intent that never left with a local rejection the bot can see."""
+        self._log.warning(
+            "intent refused: %s", reason, extra={"intent_id": str(intent.intent_id), "code": code}
+        )
+        order = intent if isinstance(intent, NewOrder) else None
+        if order is None:
+            open_order = self.portfolio.open_orders.get(getattr(intent, "order_id", None))  # type: ignore[arg-type]
+            if open_order is None or open_order.intent is None:
+                return
+            order = open_order.intent
+        report = ExecutionReport(
+            report_id=protocol.new_intent_id(),
+            intent_id=intent.intent_id,
+            order_id=order.intent_id,
+            ts_ms=protocol.now_ms(),
+            account_id=order.account_id,
+            bot_id=order.bot_id,
+            symbol=order.symbol,
+            side=order.side,
+            exec_type=ExecType.REJECTED,
+            order_status=OrderStatus.REJECTED if intent is order else OrderStatus.NEW,
+            quantity=order.quantity,
+            reject_code=code,
+            reject_reason=reason,
+        )
+        if intent is order:
+            self.portfolio.apply(report)
+        await self._call("on_order_update", report)
+
+    # -- background tasks -------------------------------------------------------------------
+
+    async def _watch_market_and_control(self, client: aioredis.Redis) -> None:
+        bot_class = type(self.bot)
+        channels = [
+            protocol.bar_channel(self.options.venue, symbol, Timeframe(bot_class.timeframe))
+            for symbol in bot_class.symbols
+        ]
+        while True:
+            pubsub = client.pubsub()
+            try:
+                await pubsub.subscribe(protocol.CONTROL_CHANNEL, *channels)
+                async for message in pubsub.listen():
+                    if message["type"] != "message":
+                        continue
+                    channel = message["channel"].decode()
+                    if channel == protocol.CONTROL_CHANNEL:
+                        if message["data"].decode() == self.options.bot_id:
+                            await self._read_flag(client)
+                        continue
+                    try:
+                        bar = protocol.decode(message["data"], Bar)
+                    except protocol.ProtocolError as exc:
+                        self._log.error("bad bar on %s: %s", channel, exc)
+                        continue
+                    self._events.put_nowait(("bar", bar))
+            except (redis.RedisError, OSError) as exc:
+                self._log.warning("market data subscription lost: %s; retrying", exc)
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def _refresh_flag(self, client: aioredis.Redis) -> None:
+        while True:
+            await asyncio.sleep(self.options.flag_refresh_s)
+            await self._read_flag(client)
+            if not self.gate_open() and self.state is RuntimeState.RUNNING:
+                self._set_state(RuntimeState.BLOCKED, "control flag not read recently")
+
+    async def _heartbeat(self, client: aioredis.Redis) -> None:
+        while True:
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self._beat(client)
+            await asyncio.sleep(self.options.heartbeat_interval_s)
+
+    async def _beat(self, client: aioredis.Redis, detail: str | None = None) -> None:
+        last = max((b.ts_ms for b in self.last_bars.values()), default=None)
+        status = BotStatus(
+            bot_id=self.options.bot_id,
+            account_id=self.options.account_id,
+            state=self.state,
+            ts_ms=protocol.now_ms(),
+            started_ms=self._started_ms,
+            sdk_version=__version__,
+            release=self.options.release,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            flag_generation=self.flag.generation if self.flag else None,
+            last_bar_ms=last,
+            bars=self.bars,
+            intents=self.intents,
+            errors=self.errors,
+            detail=detail,
+        )
+        await client.set(
+            protocol.heartbeat_key(self.options.bot_id),
+            protocol.encode(status),
+            px=int(self.options.heartbeat_ttl_s * 1000),
+        )
+
+    async def _replay_reports(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        """Rebuilds the portfolio from the bot's past reports before the first handler runs."""
+        partition = await account_partition(
+            producer, protocol.EXECUTION_REPORTS_TOPIC.name, self.options.account_id
+        )
+        consumer.assign([partition])
+        await consumer.seek_to_beginning(partition)
+        end = (await consumer.end_offsets([partition]))[partition]
+        replayed = 0
+        while await consumer.position(partition) < end:
+            batches = await consumer.getmany(partition, timeout_ms=1000)
+            for record in batches.get(partition, []):
+                report = self._decode_report(record.value)
+                if report is not None:
+                    self.portfolio.apply(report)
+                    replayed += 1
+        if replayed:
+            self._log.info("portfolio rebuilt from %d execution reports", replayed)
+
+    async def _follow_reports(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=1000)
+            except KafkaError as exc:
+                self._log.warning("execution reports unavailable: %s; retrying", exc)
+                await asyncio.sleep(1)
+                continue
+            for records in batches.values():
+                for record in records:
+                    report = self._decode_report(record.value)
+                    if report is not None:
+                        self._events.put_nowait(("report", report))
+
+    def _decode_report(self, raw: bytes | None) -> ExecutionReport | None:
+        if raw is None:
+            return None
+        try:
+            report = protocol.decode(raw, ExecutionReport)
+        except protocol.ProtocolError as exc:
+            self._log.error("undecodable execution report skipped: %s", exc)
+            return None
+        return report if report.bot_id == self.options.bot_id else None
+
+
+async def run_until_signalled(runtime: BotRuntime) -> RuntimeExit:
+    """Runs ``runtime``, turning SIGTERM and SIGINT into a graceful stop."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runtime.request_stop, f"received {sig.name}")
+    try:
+        return await runtime.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
