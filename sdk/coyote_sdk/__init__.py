@@ -7,9 +7,9 @@ configuration in :mod:`coyote_sdk.config`; the local stack of real services in
 :mod:`coyote_sdk.dev`.
 """
 
-from importlib.metadata import version as _version
-
+from coyote_sdk._version import __version__
 from coyote_sdk.bot import Bot, OrderHandle, Param, ParameterError, bot
+from coyote_sdk.bundles import Bundle, BundleError, build_bundle, bundle
 from coyote_sdk.config import CoyoteSettings, Endpoints, StackSettings
 from coyote_sdk.portfolio import Fill, OpenOrder, Portfolio, Position
 from coyote_sdk.protocol import (
@@ -24,15 +24,19 @@ from coyote_sdk.protocol import (
     Trade,
 )
 
-__version__ = _version("coyote-sdk")
-
 __all__ = [
+    "__version__",
     # Writing bots
     "Bot",
     "OrderHandle",
     "Param",
     "ParameterError",
     "bot",
+    # Packaging bots
+    "Bundle",
+    "BundleError",
+    "build_bundle",
+    "bundle",
     # What handlers receive and read
     "Bar",
     "ExecType",

@@ -25,7 +25,8 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from coyote_sdk import __version__, protocol
+from coyote_sdk import protocol
+from coyote_sdk._version import __version__
 from coyote_sdk.bot import Bot
 from coyote_sdk.config import Endpoints
 from coyote_sdk.kafka import account_partition
