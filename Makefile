@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install up down status lint format clean
+.PHONY: demo test install up down status lint format bench clean
 
 ## demo: install, start the local stack, run the main job (DEMO_SECONDS=N stops after N s)
 demo: install
@@ -33,6 +33,17 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## bench: the benchmarks (bench/), into bench/results.json; NautilusTrader in its own venv
+bench: install
+	$(BIN)/coyote-sdk dev up
+	@[ -x .coyote/bench-venv/bin/python ] || { \
+		UV=$$(command -v uv || echo .coyote/tools/uv/bin/uv); \
+		$$UV venv -q --python 3.11 .coyote/bench-venv && \
+		$$UV pip install -q --python .coyote/bench-venv/bin/python nautilus_trader==1.221.0; }
+	$(BIN)/python bench/marketdata.py
+	$(BIN)/python bench/backtest.py
+	$(BIN)/python bench/hotpath.py
 
 ## clean: stop the stack and remove everything it and the build wrote
 clean:

@@ -24,10 +24,12 @@ that round-trips, so ``1.07219`` comes back as ``Decimal("1.07219")``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import Final
+from typing import Any, Final
 
+import msgspec
 import redis
 
 from coyote_sdk import protocol
@@ -42,6 +44,8 @@ _AGGREGATION: Final = {
     "volume": ("size", "sum"),
 }
 _DAY_MS: Final = 86_400_000
+_ONE: Final = Decimal(1)
+_force_setattr = msgspec.structs.force_setattr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,10 +77,31 @@ def _labels(venue: str, symbol: str, timeframe: str, field: str) -> dict[str, st
     }
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _decimal(value: float) -> Decimal:
     # repr() gives the shortest string that round-trips the double: 1.07219, not 1.0721899999…
+    # Cached: prices on a tick grid repeat endlessly, and Decimals are immutable.
     text = repr(value)
     return Decimal(text[:-2] if text.endswith(".0") else text)
+
+
+def _stored_bar(
+    template: Bar, ts_ms: int, o: float, h: float, low: float, c: float, v: float
+) -> Bar:
+    """A Bar read back from our own series, built without the constructor's checks.
+
+    Every bar in the store was validated when written, or derived by compaction rules that keep
+    low <= open, close <= high; re-checking each one on every read tripled the cost of history.
+    """
+    bar = template.__copy__()
+    force = _force_setattr
+    force(bar, "ts_ms", ts_ms)
+    force(bar, "open", _decimal(o))
+    force(bar, "high", _decimal(h))
+    force(bar, "low", _decimal(low))
+    force(bar, "close", _decimal(c))
+    force(bar, "volume", _decimal(v))
+    return bar
 
 
 class MarketDataWriter:
@@ -293,6 +318,10 @@ class MarketDataReader:
 
     def __init__(self, client: redis.Redis, *, venue: str) -> None:
         self._client = client
+        # The same connections without redis-py's reply post-processing: its Python-level
+        # conversion of every sample costs more than the query itself, and bars() converts
+        # each value once, straight to Decimal.
+        self._raw = redis.Redis(connection_pool=client.connection_pool)
         self.venue = venue
 
     def bars(
@@ -317,39 +346,52 @@ class MarketDataReader:
             f"timeframe={timeframe.value}",
             f"symbol=({','.join(symbols)})",
         ]
-        ts = self._client.ts()
-        query = ts.mrevrange if count is not None else ts.mrange
-        reply = query(
-            start_ms,
-            end_ms,
-            filters,
-            count=count,
-            select_labels=["symbol", "field"],
-        )
-        columns: dict[str, dict[str, list[tuple[int, float]]]] = {s: {} for s in symbols}
-        for series in reply:
-            ((_, (labels, samples)),) = series.items()
-            symbol = _text(labels["symbol"])
-            columns.setdefault(symbol, {})[_text(labels["field"])] = samples
+        command = ["TS.MREVRANGE" if count is not None else "TS.MRANGE", start_ms, end_ms]
+        if count is not None:
+            command += ["COUNT", count]
+        command += ["SELECTED_LABELS", "symbol", "field", "FILTER", *filters]
+        reply = self._raw.execute_command(*command)
+        columns: dict[str, dict[str, list[Any]]] = {s: {} for s in symbols}
+        for labels, samples in _series(reply):
+            columns.setdefault(labels["symbol"], {})[labels["field"]] = samples
         result: dict[str, list[Bar]] = {}
         for symbol, fields in columns.items():
             if any(f not in fields for f in BAR_FIELDS):
                 result[symbol] = []
                 continue
-            by_time: dict[int, dict[str, float]] = {}
-            for field in BAR_FIELDS:
-                for ts_ms, value in fields[field]:
-                    by_time.setdefault(ts_ms, {})[field] = value
+            template = Bar(
+                symbol=symbol,
+                venue=self.venue,
+                timeframe=timeframe,
+                ts_ms=0,
+                open=_ONE,
+                high=_ONE,
+                low=_ONE,
+                close=_ONE,
+                volume=_ONE,
+            )
+            o, h, low, c, v = (fields[f] for f in BAR_FIELDS)
+            if count is not None:  # TS.MREVRANGE answers newest first
+                o, h, low, c, v = o[::-1], h[::-1], low[::-1], c[::-1], v[::-1]
+            if len(o) == len(h) == len(low) == len(c) == len(v):
+                # The usual case: all five fields have the same timestamps.
+                bars = [
+                    _stored_bar(template, a[0], a[1], b[1], d[1], e[1], f[1])
+                    for a, b, d, e, f in zip(o, h, low, c, v, strict=True)
+                    if a[0] == b[0] == d[0] == e[0] == f[0]
+                ]
+                if len(bars) == len(o):
+                    result[symbol] = bars
+                    continue
+            # A field written after the others (a replay cut short): keep complete bars only.
+            by_time: dict[int, dict[int, float]] = {}
+            for index, series in enumerate((o, h, low, c, v)):
+                for ts_ms, value in series:
+                    by_time.setdefault(ts_ms, {})[index] = value
             result[symbol] = [
-                Bar(
-                    symbol=symbol,
-                    venue=self.venue,
-                    timeframe=timeframe,
-                    ts_ms=ts_ms,
-                    **{f: _decimal(v) for f, v in values.items()},
-                )
-                for ts_ms, values in sorted(by_time.items())
-                if len(values) == len(BAR_FIELDS)
+                _stored_bar(template, t, *(values[i] for i in range(5)))
+                for t, values in sorted(by_time.items())
+                if len(values) == 5
             ]
         return result
 
@@ -400,3 +442,19 @@ class MarketDataReader:
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _series(reply: Any) -> Iterator[tuple[dict[str, str], list[Any]]]:
+    """(labels, samples) of each series in a raw TS.MRANGE reply, RESP3 or RESP2.
+
+    RESP3 answers a map ``{key: [labels map, metadata map, samples]}`` with float values;
+    RESP2 a list ``[key, [[label, value] ...], samples]`` with values as bulk strings.
+    """
+    if isinstance(reply, dict):
+        for entry in reply.values():
+            labels = {_text(k): _text(v) for k, v in entry[0].items()}
+            yield labels, entry[-1]
+        return
+    for _, pairs, samples in reply:
+        labels = {_text(k): _text(v) for k, v in pairs}
+        yield labels, [(int(t), float(v)) for t, v in samples]

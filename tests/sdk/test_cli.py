@@ -68,3 +68,29 @@ def test_every_command_has_help_with_an_example() -> None:
         result = _cli(*command, "--help")
         assert result.returncode == 0
         assert "Example" in result.stdout, command
+
+
+def test_init_scaffolds_a_project_whose_test_passes_and_that_bundles(tmp_path: Path) -> None:
+    created = _cli("init", "breakout-bot", "--directory", str(tmp_path))
+    project = tmp_path / "breakout-bot"
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(project)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=project,
+    )
+    bundled = _cli("bundle", str(project / "bot.py"), "--out", str(tmp_path / "b.tgz"), "--json")
+    again = _cli("init", "breakout-bot", "--directory", str(tmp_path))
+
+    assert created.returncode == 0, created.stderr
+    assert sorted(p.name for p in project.iterdir()) == [
+        "README.md",
+        "bot.py",
+        "requirements.txt",
+        "test_bot.py",
+    ]
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert json.loads(bundled.stdout)["entry_point"] == "src/bot.py:BreakoutBot"
+    assert again.returncode == 2 and "already exists" in again.stderr

@@ -201,3 +201,20 @@ def test_a_trade_of_another_venue_is_refused(md: tuple[redis.Redis, str]) -> Non
 
     with pytest.raises(ValueError, match="venue 'elsewhere'"):
         writer.add_trades([_trade(0, "1", venue="elsewhere")])
+
+
+def test_the_reader_understands_resp2_clients_too(
+    md: tuple[redis.Redis, str], endpoints: Endpoints
+) -> None:
+    client, venue = md
+    MarketDataWriter(client, venue=venue, timeframes=[Timeframe.M1]).add_trades(
+        [_trade(0, "1.07219", venue=venue), _trade(MINUTE, "2", venue=venue)]
+    )
+    resp2 = redis.Redis.from_url(endpoints.redis_url, protocol=2)
+
+    bars = MarketDataReader(resp2, venue=venue).bars(["GOOG"], Timeframe.M1)
+    resp2.close()
+
+    assert [(b.ts_ms, b.open, b.volume) for b in bars["GOOG"]] == [
+        (0, Decimal("1.07219"), Decimal(1))
+    ]
