@@ -79,6 +79,8 @@ class BotContext(Protocol):
 
     account_id: str
     bot_id: str
+    bar_ts_ms: int | None
+    """Open time of the bar being handled (None outside ``on_bar``)."""
     portfolio: Portfolio
     state: MutableMapping[str, Any]
     log: logging.LoggerAdapter[logging.Logger]
@@ -214,6 +216,7 @@ class Bot:
                 ts_ms=ctx.now_ms(),
                 account_id=ctx.account_id,
                 bot_id=ctx.bot_id,
+                bar_ts_ms=ctx.bar_ts_ms,
                 order_id=_order_id(order),
             )
         )
@@ -229,6 +232,7 @@ class Bot:
                 ts_ms=ctx.now_ms(),
                 account_id=ctx.account_id,
                 bot_id=ctx.bot_id,
+                bar_ts_ms=ctx.bar_ts_ms,
                 symbol=symbol,
             )
         )
@@ -249,6 +253,7 @@ class Bot:
                 ts_ms=ctx.now_ms(),
                 account_id=ctx.account_id,
                 bot_id=ctx.bot_id,
+                bar_ts_ms=ctx.bar_ts_ms,
                 order_id=_order_id(order),
                 quantity=_decimal(quantity, "quantity"),
                 limit_price=_decimal(limit, "limit"),
@@ -278,6 +283,7 @@ class Bot:
             ts_ms=ctx.now_ms(),
             account_id=ctx.account_id,
             bot_id=ctx.bot_id,
+            bar_ts_ms=ctx.bar_ts_ms,
             symbol=symbol,
             side=side,
             quantity=_decimal(quantity, "quantity"),  # type: ignore[arg-type]

@@ -614,6 +614,81 @@ def bundle_command(
         console.print(f"  {file.path}  {file.size} bytes", highlight=False)
 
 
+def _moment_ms(text: str) -> int:
+    """Milliseconds since the epoch, from digits or an ISO date-time (UTC when unzoned)."""
+    from datetime import UTC, datetime
+
+    if text.isdigit():
+        return int(text)
+    moment = datetime.fromisoformat(text)
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+@app.command("divergence")
+def divergence(
+    bot_file: Annotated[Path, typer.Argument(help="The bot's file (the release that ran).")],
+    bot_id: Annotated[str, typer.Option(help="The live bot's id.")],
+    account: Annotated[str, typer.Option(help="The account it traded.")],
+    start: Annotated[str, typer.Option(help="First bar: ISO date-time or epoch ms.")],
+    end: Annotated[str, typer.Option(help="Last bar: ISO date-time or epoch ms.")],
+    venue: Annotated[str, typer.Option(help="Market-data venue.")] = "demo",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE; as deployed.")
+    ] = None,
+    bot_name: Annotated[str | None, typer.Option("--bot", help="The bot class.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay a live session through the backtester and show where the orders differ.
+
+    Exits 0 when live and backtest agree, 1 when they diverge.
+
+    Example: `coyote-sdk divergence examples/sma_cross.py --bot-id sma --account paper
+    --start 2026-11-23T09:00 --end 2026-11-23T17:00`
+    """
+    import asyncio
+
+    from coyote_sdk.bot import ParameterError
+    from coyote_sdk.divergence import compare, record_session
+    from coyote_sdk.loading import BotLoadError, load_bot_class, parse_params
+    from coyote_sdk.protocol import Timeframe
+
+    try:
+        bot_class = load_bot_class(bot_file, bot_name)
+        bot = bot_class(**parse_params(param or []))
+        start_ms, end_ms = _moment_ms(start), _moment_ms(end)
+    except (BotLoadError, ParameterError, ValueError) as exc:
+        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
+    session = asyncio.run(
+        record_session(
+            _stack().settings.endpoints(),
+            bot_id=bot_id,
+            account_id=account,
+            venue=venue,
+            symbols=list(bot_class.symbols),
+            timeframe=Timeframe(bot_class.timeframe),
+            start_ms=start_ms,
+            end_ms=end_ms,
+        )
+    )
+    report = compare(bot, session)
+    if as_json:
+        print(json.dumps(dataclasses.asdict(report), indent=2, default=str))
+    else:
+        console.print(
+            f"{len(session.bars)} bars · live orders {report.live_orders} · backtest orders "
+            f"{report.backtest_orders} · matched {report.matched}",
+            highlight=False,
+        )
+        table = Table("bar", "kind", "order", "detail", title="divergences")
+        for item in report.divergences:
+            table.add_row(
+                _day(item.bar_ts_ms) if item.bar_ts_ms else "", item.kind, item.order, item.detail
+            )
+        console.print(table if report.divergences else "live and backtest agree")
+    raise typer.Exit(0 if report.identical else 1)
+
+
 @protocol_app.command("schema")
 def protocol_schema() -> None:
     """Print the JSON Schema of the wire protocol (what docs/schemas/ holds).

@@ -253,6 +253,17 @@ class _IntentBase(_Message, frozen=True, kw_only=True, tag_field="action"):
     ts_ms: TimestampMs
     account_id: Identifier
     bot_id: Identifier
+    bar_ts_ms: (
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=0,
+                description="Open time of the bar whose handler placed the intent, if any; "
+                "lines live orders up with a backtest of the same bars.",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class NewOrder(_IntentBase, frozen=True, kw_only=True, tag="new"):

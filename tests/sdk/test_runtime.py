@@ -3,232 +3,75 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import redis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
-from coyote_sdk import Bar, Bot, ExecutionReport, protocol
+from coyote_sdk import ExecutionReport, protocol
 from coyote_sdk.config import Endpoints, StackSettings
-from coyote_sdk.control import clear_control_flag, read_status, set_control_flag
+from coyote_sdk.control import clear_control_flag, set_control_flag
 from coyote_sdk.dev import Stack
-from coyote_sdk.kafka import account_partition
-from coyote_sdk.marketdata import MarketDataWriter
-from coyote_sdk.protocol import BotState, ExecType, OrderStatus, RuntimeState, Side, Timeframe
-from coyote_sdk.runtime import BotRuntime, RuntimeExit, RuntimeOptions
+from coyote_sdk.protocol import BotState, ExecType, OrderStatus, RuntimeState, Side
+from tests.sdk._runtime_harness import (
+    MINUTE,
+    Buyer,
+    Harness,
+    eventually,
+    has,
+    make_bar,
+    publish_bars,
+    status,
+    until_state,
+)
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-MINUTE = 60_000
-
-
-class Buyer(Bot):
-    """Buys one share on every bar, and keeps what it was told."""
-
-    symbols = ["GOOG"]
-    timeframe = "1m"
-    fail_on_bar: bool = False
-
-    def __init__(self, **params: object) -> None:
-        super().__init__(**params)
-        self.reports: list[ExecutionReport] = []
-        self.fills: list[ExecutionReport] = []
-        self.stopped = False
-        self.starts = 0
-
-    def on_start(self) -> None:
-        self.starts = self.state.get("starts", 0) + 1
-        self.state["starts"] = self.starts
-
-    def on_bar(self, bar: Bar) -> None:
-        if self.fail_on_bar:
-            raise ZeroDivisionError("the strategy divided by zero")
-        self.buy(bar.symbol, 1)
-
-    def on_order_update(self, report: ExecutionReport) -> None:
-        self.reports.append(report)
-
-    def on_fill(self, report: ExecutionReport) -> None:
-        self.fills.append(report)
-
-    def on_stop(self) -> None:
-        self.stopped = True
-
-
-async def eventually(check: Callable[[], bool | Awaitable[bool]], within: float = 10) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        outcome = check()
-        if not isinstance(outcome, bool):
-            outcome = await outcome
-        if outcome:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
-def _bar(venue: str, minute: int) -> Bar:
-    return Bar(
-        symbol="GOOG",
-        venue=venue,
-        timeframe=Timeframe.M1,
-        ts_ms=minute * MINUTE,
-        open=Decimal(100),
-        high=Decimal(101),
-        low=Decimal(99),
-        close=Decimal(100),
-        volume=Decimal(10),
-    )
-
-
-class Harness:
-    """One bot runtime under test, with a plain Kafka consumer watching its intents."""
-
-    def __init__(self, endpoints: Endpoints, unique: str) -> None:
-        self.endpoints = endpoints
-        self.bot_id = f"bot-{unique}"
-        self.account_id = f"acct-{unique}"
-        self.venue = f"v{unique}"
-        self.redis = redis.Redis.from_url(endpoints.redis_url)
-        self.intents: list[protocol.OrderIntent] = []
-        self.tasks: list[asyncio.Task[RuntimeExit]] = []
-
-    def options(self, **overrides: object) -> RuntimeOptions:
-        values: dict[str, object] = dict(
-            bot_id=self.bot_id,
-            account_id=self.account_id,
-            venue=self.venue,
-            heartbeat_interval_s=0.2,
-            heartbeat_ttl_s=2.0,
-            flag_refresh_s=0.2,
-            flag_stale_s=1.0,
-        )
-        values.update(overrides)
-        return RuntimeOptions(**values)  # type: ignore[arg-type]
-
-    def start(self, bot: Bot, **overrides: object) -> BotRuntime:
-        runtime = BotRuntime(bot, self.options(**overrides), self.endpoints)
-        self.tasks.append(asyncio.create_task(runtime.run()))
-        return runtime
-
-    async def watch_intents(self) -> None:
-        """Follows the intents partition of this account from now on."""
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.endpoints.kafka_bootstrap, group_id=None
-        )
-        await self._consumer.start()
-        producer = AIOKafkaProducer(bootstrap_servers=self.endpoints.kafka_bootstrap)
-        await producer.start()
-        try:
-            self._partition = await account_partition(
-                producer, protocol.INTENTS_TOPIC.name, self.account_id
-            )
-        finally:
-            await producer.stop()
-        self._consumer.assign([self._partition])
-        await self._consumer.seek_to_end(self._partition)
-
-    async def poll_intents(self) -> list[protocol.OrderIntent]:
-        batches = await self._consumer.getmany(self._partition, timeout_ms=200)
-        for record in batches.get(self._partition, []):
-            assert record.key == self.account_id.encode()
-            intent = protocol.decode_intent(record.value)
-            if intent.bot_id == self.bot_id:
-                self.intents.append(intent)
-        return self.intents
-
-    async def close(self) -> None:
-        for task in self.tasks:
-            if not task.done():
-                task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if hasattr(self, "_consumer"):
-            await self._consumer.stop()
-        for key in self.redis.scan_iter(match=f"coyote:*{self.bot_id}*"):
-            self.redis.delete(key)
-        for key in self.redis.scan_iter(match=f"coyote:md:{self.venue}:*"):
-            self.redis.delete(key)
-        self.redis.close()
-
-
-@pytest.fixture
-async def harness(endpoints: Endpoints, unique: str) -> AsyncIterator[Harness]:
-    h = Harness(endpoints, unique)
-    await h.watch_intents()
-    yield h
-    await h.close()
-
-
-def _publish_bars(h: Harness, *minutes: int) -> None:
-    MarketDataWriter(h.redis, venue=h.venue).add_bars([_bar(h.venue, m) for m in minutes])
-
-
-def _status(h: Harness) -> protocol.BotStatus | None:
-    return read_status(h.redis, h.bot_id)
-
-
-async def until_state(h: Harness, state: RuntimeState, within: float = 10) -> None:
-    """Waits until the bot's heartbeat reports ``state``."""
-    await eventually(lambda: (s := _status(h)) is not None and s.state is state, within=within)
 
 
 async def test_bars_reach_the_bot_and_its_intents_reach_kafka(harness: Harness) -> None:
     set_control_flag(harness.redis, harness.bot_id, BotState.RUNNING)
     bot = Buyer()
     harness.start(bot)
-    await eventually(
-        lambda: (s := _status(harness)) is not None and s.state is RuntimeState.RUNNING
-    )
+    await until_state(harness, RuntimeState.RUNNING)
 
-    _publish_bars(harness, 1, 2, 3)
-    await eventually(lambda: _has(harness, 3))
-    await eventually(lambda: (s := _status(harness)) is not None and s.intents == 3)
+    publish_bars(harness, 1, 2, 3)
+    await eventually(lambda: has(harness, 3))
+    await eventually(lambda: (s := status(harness)) is not None and s.intents == 3)
 
-    status = _status(harness)
+    beat = status(harness)
     assert [i.symbol for i in harness.intents] == ["GOOG"] * 3  # type: ignore[union-attr]
     assert all(
         isinstance(i, protocol.NewOrder) and i.account_id == harness.account_id
         for i in harness.intents
     )
-    assert status is not None and status.bars == 3 and status.intents == 3
-    assert status.last_bar_ms == 3 * MINUTE
+    assert beat is not None and beat.bars == 3 and beat.intents == 3
+    assert beat.last_bar_ms == 3 * MINUTE
     assert 0 < harness.redis.pttl(protocol.heartbeat_key(harness.bot_id)) <= 2000
-
-
-async def _has(h: Harness, count: int) -> bool:
-    return len(await h.poll_intents()) >= count
 
 
 async def test_a_paused_bot_sends_nothing_until_resumed(harness: Harness) -> None:
     set_control_flag(harness.redis, harness.bot_id, BotState.RUNNING)
     bot = Buyer()
     harness.start(bot)
-    await eventually(
-        lambda: (s := _status(harness)) is not None and s.state is RuntimeState.RUNNING
-    )
-    _publish_bars(harness, 1)
-    await eventually(lambda: _has(harness, 1))
+    await until_state(harness, RuntimeState.RUNNING)
+    publish_bars(harness, 1)
+    await eventually(lambda: has(harness, 1))
 
     set_control_flag(harness.redis, harness.bot_id, BotState.PAUSED, reason="lunch")
     await until_state(harness, RuntimeState.PAUSED, within=1.0)
-    _publish_bars(harness, 2, 3)
+    publish_bars(harness, 2, 3)
     await eventually(lambda: len(bot.reports) == 2)
     await asyncio.sleep(0.5)
     paused_intents = len(await harness.poll_intents())
     set_control_flag(harness.redis, harness.bot_id, BotState.RUNNING)
     await until_state(harness, RuntimeState.RUNNING, within=1.0)
-    _publish_bars(harness, 4)
-    await eventually(lambda: _has(harness, 2))
+    publish_bars(harness, 4)
+    await eventually(lambda: has(harness, 2))
 
     assert paused_intents == 1
     assert [r.reject_code for r in bot.reports] == ["control.blocked"] * 2
@@ -239,11 +82,9 @@ async def test_a_paused_bot_sends_nothing_until_resumed(harness: Harness) -> Non
 async def test_a_bot_without_a_flag_sends_nothing(harness: Harness) -> None:
     bot = Buyer()
     harness.start(bot)
-    await eventually(
-        lambda: (s := _status(harness)) is not None and s.state is RuntimeState.BLOCKED
-    )
+    await until_state(harness, RuntimeState.BLOCKED)
 
-    _publish_bars(harness, 1)
+    publish_bars(harness, 1)
     await eventually(lambda: len(bot.reports) == 1)
     await asyncio.sleep(0.5)
 
@@ -256,13 +97,11 @@ async def test_clearing_the_flag_mid_run_blocks_intents(harness: Harness) -> Non
     set_control_flag(harness.redis, harness.bot_id, BotState.RUNNING)
     bot = Buyer()
     harness.start(bot)
-    await eventually(
-        lambda: (s := _status(harness)) is not None and s.state is RuntimeState.RUNNING
-    )
+    await until_state(harness, RuntimeState.RUNNING)
 
     clear_control_flag(harness.redis, harness.bot_id)
     await until_state(harness, RuntimeState.BLOCKED, within=1.0)
-    _publish_bars(harness, 1)
+    publish_bars(harness, 1)
     await eventually(lambda: len(bot.reports) == 1)
 
     assert await harness.poll_intents() == []
@@ -272,9 +111,7 @@ async def test_the_stopped_flag_runs_on_stop_and_ends_the_runtime(harness: Harne
     set_control_flag(harness.redis, harness.bot_id, BotState.RUNNING)
     bot = Buyer()
     harness.start(bot)
-    await eventually(
-        lambda: (s := _status(harness)) is not None and s.state is RuntimeState.RUNNING
-    )
+    await until_state(harness, RuntimeState.RUNNING)
 
     set_control_flag(harness.redis, harness.bot_id, BotState.STOPPED, set_by="ops")
     outcome = await asyncio.wait_for(harness.tasks[0], timeout=5)
@@ -282,26 +119,24 @@ async def test_the_stopped_flag_runs_on_stop_and_ends_the_runtime(harness: Harne
     assert (outcome.code, outcome.state) == (0, RuntimeState.STOPPED)
     assert "control flag stopped" in outcome.reason
     assert bot.stopped
-    status = _status(harness)
-    assert status is not None and status.state is RuntimeState.STOPPED
+    beat = status(harness)
+    assert beat is not None and beat.state is RuntimeState.STOPPED
 
 
 async def test_handler_errors_are_counted_and_stop_the_bot_at_the_limit(harness: Harness) -> None:
     set_control_flag(harness.redis, harness.bot_id, BotState.RUNNING)
     bot = Buyer(fail_on_bar=True)
     harness.start(bot, max_handler_errors=3)
-    await eventually(
-        lambda: (s := _status(harness)) is not None and s.state is RuntimeState.RUNNING
-    )
+    await until_state(harness, RuntimeState.RUNNING)
 
-    _publish_bars(harness, 1, 2, 3, 4, 5)
+    publish_bars(harness, 1, 2, 3, 4, 5)
     outcome = await asyncio.wait_for(harness.tasks[0], timeout=5)
 
     assert (outcome.code, outcome.state) == (3, RuntimeState.FAILED)
     assert "stopped after 3 handler errors" in outcome.reason
     assert "ZeroDivisionError: the strategy divided by zero" in outcome.reason
-    status = _status(harness)
-    assert status is not None and status.state is RuntimeState.FAILED and status.errors == 3
+    beat = status(harness)
+    assert beat is not None and beat.state is RuntimeState.FAILED and beat.errors == 3
     assert bot.stopped
 
 
@@ -311,9 +146,7 @@ async def test_reports_drive_on_fill_and_the_portfolio_is_rebuilt_after_a_restar
     set_control_flag(harness.redis, harness.bot_id, BotState.RUNNING)
     bot = Buyer()
     harness.start(bot)
-    await eventually(
-        lambda: (s := _status(harness)) is not None and s.state is RuntimeState.RUNNING
-    )
+    await until_state(harness, RuntimeState.RUNNING)
     order_id = protocol.new_intent_id()
     fill = ExecutionReport(
         report_id=protocol.new_intent_id(),
@@ -396,21 +229,21 @@ async def test_a_redis_outage_blocks_intents_until_it_is_back(
         bot = Buyer()
         runtime = h.start(bot)
         await eventually(lambda: runtime.state is RuntimeState.RUNNING)
-        _publish_bars(h, 1)
-        await eventually(lambda: _has(h, 1))
+        publish_bars(h, 1)
+        await eventually(lambda: has(h, 1))
 
         private_redis.down(["redis"])
         await eventually(lambda: runtime.state is RuntimeState.BLOCKED, within=3)
         # Market data is gone with Redis; an order can still come from a report or a timer.
-        runtime._events.put_nowait(("bar", _bar(h.venue, 2)))
+        runtime._events.put_nowait(("bar", make_bar(h.venue, 2)))
         await eventually(lambda: len(bot.reports) == 1)
         await asyncio.sleep(0.5)
         during_outage = len(await h.poll_intents())
 
         private_redis.up(["redis"])  # the flag survives in the append-only file
         await eventually(lambda: runtime.state is RuntimeState.RUNNING, within=5)
-        runtime._events.put_nowait(("bar", _bar(h.venue, 3)))
-        await eventually(lambda: _has(h, 2))
+        runtime._events.put_nowait(("bar", make_bar(h.venue, 3)))
+        await eventually(lambda: has(h, 2))
     finally:
         await h.close()
 

@@ -66,6 +66,7 @@ class _Context:
         self.state = MemoryState()
         self.log = logging.LoggerAdapter(logger, {"bot_id": bot_id})
         self.clock_ms = 0
+        self.bar_ts_ms: int | None = None
         self.outbox: list[OrderIntent] = []
         self.history_of: dict[tuple[str, Timeframe], deque[Bar]] = {}
         self.last: dict[str, Decimal] = {}
@@ -168,7 +169,9 @@ class Backtest:
                 ctx.last[symbol] = bar.close
                 last_bar[symbol] = bar
                 ctx.clock_ms = close_ms
+                ctx.bar_ts_ms = bar.ts_ms
                 call("on_bar", bar)
+                ctx.bar_ts_ms = None
                 if ctx.outbox:
                     pending, ctx.outbox = ctx.outbox, []
                     for intent in pending:

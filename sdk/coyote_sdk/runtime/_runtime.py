@@ -108,6 +108,7 @@ class _LiveContext:
         )
         self._reader = MarketDataReader(client, venue=options.venue)
         self.outbox: list[OrderIntent] = []
+        self.bar_ts_ms: int | None = None
 
     def now_ms(self) -> int:
         return protocol.now_ms()
@@ -281,7 +282,11 @@ class BotRuntime:
         """Delivers one bar to the bot and sends what it ordered."""
         self.last_bars[bar.symbol] = bar
         self.bars += 1
-        await self._call("on_bar", bar)
+        context.bar_ts_ms = bar.ts_ms
+        try:
+            await self._call("on_bar", bar)
+        finally:
+            context.bar_ts_ms = None
         await self._flush(context, producer)
 
     async def _on_report(
