@@ -1,41 +1,62 @@
-"""The main job behind `make demo`.
+"""The main job behind `make demo`: the pipeline as far as it exists, on the real local stack.
 
-Until the whole pipeline lands (bots → Kafka → executor → reports), the demo is a smoke run of
-the platform's foundations on the real local stack: real EURUSD quotes go into RedisTimeSeries
-and come back as daily bars derived by a compaction rule, an order intent makes a round trip
-through Kafka, a broker credential through Vault, and a fill row through PostgreSQL.
+1. The stack starts (Kafka, Redis Stack, PostgreSQL, OpenBao), and the services a broker
+   account will need are checked: a credential through Vault, a fill row through PostgreSQL.
+2. Real EURUSD hourly bars (examples/data/EURUSD.csv), shifted to start now, are replayed into
+   RedisTimeSeries, each published as it is written.
+3. Two example bots run live under the bot runtime — the mean-reversion bot and the market
+   maker — each with its control flag set to running. They read their history from
+   RedisTimeSeries and send their order intents to Kafka.
+4. A consumer reads the intents back from Kafka, decoding each with the wire protocol.
+
+At the end the demo prints, per bot: bars received, intents sent, intents read back, and its
+heartbeat state. The executor, which will fill these orders with the paper broker, and the
+control plane with its dashboard join the demo as they land.
 
 Environment:
     DEMO_SECONDS: stop by itself after this many seconds instead of running until Ctrl-C.
-        Either way the demo then stops the services it started (a stack that was already
-        running is left running). The exit code is non-zero if any round trip failed.
+        The bots are stopped through their control flags; the demo then stops the services it
+        started (a stack that was already running is left running). The exit code is non-zero
+        if no intent made the round trip from a bot through Kafka.
+    DEMO_BARS_PER_SECOND: replay pace (default 20).
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
+import contextlib
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
 import hvac
 import redis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.table import Table
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from coyote_sdk import protocol
 from coyote_sdk.config import Endpoints, StackSettings
+from coyote_sdk.control import read_status, set_control_flag
+from coyote_sdk.csvdata import read_bars_csv
 from coyote_sdk.dev import Stack, StackError
+from coyote_sdk.feeds import ReplayPace, rebase, replay_bars
+from coyote_sdk.kafka import account_partition
+from coyote_sdk.loading import load_bot_class
+from coyote_sdk.logs import configure_logging
+from coyote_sdk.marketdata import MarketDataWriter
+from coyote_sdk.protocol import BotState
+from coyote_sdk.runtime import BotRuntime, RuntimeOptions
 
 ROOT = Path(__file__).resolve().parents[1]
+VENUE = "demo-fx"
+ACCOUNT = "paper-demo"
+BOTS = {"mean-reversion": "mean_reversion.py", "market-maker": "market_maker.py"}
 console = Console()
 
 
@@ -43,82 +64,7 @@ def _say(line: str) -> None:
     console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {line}", highlight=False, soft_wrap=True)
 
 
-# -- ROUND TRIPS ---------------------------------------------------------------------------
-
-
-def market_data_round_trip(endpoints: Endpoints) -> str:
-    """Real EURUSD hourly closes in, daily highs out via a RedisTimeSeries compaction rule."""
-    client = redis.Redis.from_url(endpoints.redis_url)
-    ts = client.ts()
-    raw = protocol.market_data_key("demo", "EURUSD", "price")
-    daily_high = protocol.market_data_key("demo", "EURUSD", "high", protocol.Timeframe.D1)
-    client.delete(raw, daily_high)
-    labels = {"venue": "demo", "symbol": "EURUSD"}
-    ts.create(raw, labels={**labels, "field": "price", "timeframe": "raw"})
-    ts.create(daily_high, labels={**labels, "field": "high", "timeframe": "1d"})
-    ts.createrule(raw, daily_high, "max", protocol.Timeframe.D1.milliseconds)
-
-    with (ROOT / "examples" / "data" / "EURUSD.csv").open() as f:
-        rows = list(csv.reader(f))[1:]
-    samples = [
-        (raw, int(datetime.fromisoformat(row[0]).replace(tzinfo=UTC).timestamp() * 1000), row[4])
-        for row in rows
-    ]
-    pipe = client.pipeline(transaction=False)
-    for start in range(0, len(samples), 1000):
-        pipe.ts().madd(samples[start : start + 1000])
-    pipe.execute()
-
-    stored = ts.range(raw, "-", "+")
-    days = ts.range(daily_high, "-", "+")
-    client.close()
-    if len(stored) != len(samples):
-        raise RuntimeError(f"wrote {len(samples)} ticks but read back {len(stored)}")
-    if not days:
-        raise RuntimeError("the compaction rule derived no daily bars")
-    return f"{len(stored)} ticks in, {len(days)} daily bars derived (rule max/1d)"
-
-
-async def intent_round_trip(endpoints: Endpoints) -> str:
-    """One order intent through Kafka with the idempotent producer, read back by offset."""
-    intent = protocol.NewOrder(
-        intent_id=protocol.new_intent_id(),
-        ts_ms=protocol.now_ms(),
-        account_id="paper-demo",
-        bot_id="smoke",
-        symbol="EURUSD",
-        side=protocol.Side.BUY,
-        quantity=Decimal("10000"),
-        order_type=protocol.OrderType.LIMIT,
-        limit_price=Decimal("1.07219"),
-    )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=endpoints.kafka_bootstrap, enable_idempotence=True, acks="all"
-    )
-    await producer.start()
-    try:
-        sent = await producer.send_and_wait(
-            protocol.INTENTS_TOPIC.name, protocol.encode(intent), key=intent.account_id.encode()
-        )
-    finally:
-        await producer.stop()
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=endpoints.kafka_bootstrap, group_id=None)
-    await consumer.start()
-    try:
-        partition = TopicPartition(sent.topic, sent.partition)
-        consumer.assign([partition])
-        consumer.seek(partition, sent.offset)
-        record = await asyncio.wait_for(consumer.getone(), timeout=15)
-    finally:
-        await consumer.stop()
-    received = protocol.decode_intent(record.value)
-    if received != intent:
-        raise RuntimeError(f"sent {intent} but read back {received}")
-    return (
-        f"{received.intent_id} → {sent.topic}[{sent.partition}]@{sent.offset}, "
-        f"limit {received.limit_price} exact"  # type: ignore[union-attr]
-    )
+# -- SERVICE CHECKS ------------------------------------------------------------------------
 
 
 def secret_round_trip(endpoints: Endpoints) -> str:
@@ -150,19 +96,131 @@ def database_round_trip(endpoints: Endpoints) -> str:
         session.add(fill)
         session.commit()
         stored = session.exec(select(DemoFill).where(DemoFill.id == fill.id)).one()
-        count = len(session.exec(select(DemoFill)).all())
     engine.dispose()
     if stored.price != Decimal("1.07219"):
         raise RuntimeError(f"stored price came back as {stored.price}")
-    return f"fill #{stored.id} at {stored.price.normalize()} ({count} rows in demo_fills)"
+    return f"fill #{stored.id} at {stored.price.normalize()}"
 
 
-# -- MAIN ----------------------------------------------------------------------------------
+# -- PIPELINE ------------------------------------------------------------------------------
+
+
+async def read_intents_back(
+    endpoints: Endpoints, counts: Counter[str], stop: asyncio.Event
+) -> None:
+    """Follows the demo account's intents partition from now on, decoding every intent."""
+    producer = AIOKafkaProducer(bootstrap_servers=endpoints.kafka_bootstrap)
+    await producer.start()
+    try:
+        partition = await account_partition(producer, protocol.INTENTS_TOPIC.name, ACCOUNT)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=endpoints.kafka_bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        consumer.assign([partition])
+        await consumer.seek_to_end(partition)
+        while not stop.is_set():
+            batches = await consumer.getmany(partition, timeout_ms=200)
+            for record in batches.get(partition, []):
+                intent = protocol.decode_intent(record.value)
+                if intent.account_id == ACCOUNT:
+                    counts[intent.bot_id] += 1
+    finally:
+        await consumer.stop()
+
+
+async def run_pipeline(endpoints: Endpoints, seconds: float | None) -> int:
+    client = redis.Redis.from_url(endpoints.redis_url)
+    # The demo owns its venue: earlier runs' bars would otherwise sit in its history.
+    stale = list(client.scan_iter(match=f"coyote:md:{VENUE}:*", count=1000))
+    if stale:
+        client.delete(*stale)
+    bars = rebase(
+        read_bars_csv(ROOT / "examples" / "data" / "EURUSD.csv", venue=VENUE), protocol.now_ms()
+    )
+    pace = ReplayPace(bars_per_second=float(os.environ.get("DEMO_BARS_PER_SECOND", "20")))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    counts: Counter[str] = Counter()
+    tap = asyncio.create_task(read_intents_back(endpoints, counts, stop))
+    await asyncio.sleep(0.5)  # the tap is positioned before the first intent can exist
+
+    runtimes: dict[str, BotRuntime] = {}
+    tasks = []
+    for bot_id, file in BOTS.items():
+        bot_class = load_bot_class(ROOT / "examples" / file)
+        set_control_flag(client, bot_id, BotState.RUNNING, set_by="demo")
+        options = RuntimeOptions(
+            bot_id=bot_id, account_id=ACCOUNT, venue=VENUE, cash=Decimal(100_000)
+        )
+        runtimes[bot_id] = BotRuntime(bot_class(), options, endpoints)
+        tasks.append(asyncio.create_task(runtimes[bot_id].run()))
+    await asyncio.sleep(1.0)  # the bots subscribe before the first bar is published
+
+    _say(f"replaying {len(bars)} EURUSD hourly bars into {VENUE} at {pace.bars_per_second}/s")
+    replay = asyncio.create_task(
+        replay_bars(MarketDataWriter(client, venue=VENUE), bars, pace=pace, stop=stop)
+    )
+    started = time.monotonic()
+    try:
+        while not stop.is_set() and not replay.done():
+            await asyncio.sleep(1.0)
+            elapsed = time.monotonic() - started
+            if int(elapsed) % 10 == 0:
+                sent = ", ".join(f"{b} {counts[b]}" for b in BOTS)
+                _say(f"{elapsed:.0f} s: intents read back from Kafka — {sent}")
+            if seconds is not None and elapsed >= seconds:
+                break
+    finally:
+        for bot_id in BOTS:
+            set_control_flag(client, bot_id, BotState.STOPPED, reason="demo ends", set_by="demo")
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0.5)  # the last intents reach the tap
+        stop.set()
+        replay.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await replay
+        await tap
+
+    table = Table(
+        "bot",
+        "bars",
+        "intents sent",
+        "read back from Kafka",
+        "final state",
+        title="Coyote demo — bots live on replayed EURUSD bars",
+    )
+    for bot_id, runtime in runtimes.items():
+        status = read_status(client, bot_id)
+        table.add_row(
+            bot_id,
+            str(runtime.bars),
+            str(runtime.intents),
+            str(counts[bot_id]),
+            status.state.value if status else "?",
+        )
+    console.print(table)
+    for bot_id, outcome in zip(BOTS, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            console.print(f"[red]{bot_id} failed:[/red] {outcome!r}")
+    console.print(
+        "These intents wait for the executor (paper broker, risk engine), which joins the demo "
+        "with the control plane and dashboard as they land.",
+        highlight=False,
+    )
+    client.close()
+    return sum(counts.values())
 
 
 def main() -> int:
-    seconds = os.environ.get("DEMO_SECONDS")
-    deadline = time.monotonic() + float(seconds) if seconds else None
+    configure_logging(json_lines=False, level=int(os.environ.get("DEMO_LOG_LEVEL", "30")))
+    seconds_text = os.environ.get("DEMO_SECONDS")
+    seconds = float(seconds_text) if seconds_text else None
     stack = Stack(StackSettings())
     _say("starting the local stack (the first run downloads Kafka's jars)")
     try:
@@ -171,40 +229,26 @@ def main() -> int:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 1
     endpoints = stack.settings.endpoints()
-
-    checks: list[tuple[str, Callable[[], str]]] = [
-        ("market data → RedisTimeSeries", lambda: market_data_round_trip(endpoints)),
-        ("order intent → Kafka", lambda: asyncio.run(intent_round_trip(endpoints))),
-        ("broker secret → Vault", lambda: secret_round_trip(endpoints)),
-        ("fill → PostgreSQL", lambda: database_round_trip(endpoints)),
-    ]
-    table = Table("round trip", "result", "detail", "ms", title="Coyote smoke run")
     failures = 0
-    for name, check in checks:
-        began = time.perf_counter()
+    checks = Table("service check", "result", "detail")
+    for name, check in (
+        ("broker credential → Vault", secret_round_trip),
+        ("fill row → PostgreSQL", database_round_trip),
+    ):
         try:
-            detail, result = check(), "[green]ok[/green]"
+            checks.add_row(name, "[green]ok[/green]", check(endpoints))
         except Exception as exc:
-            detail, result = f"{type(exc).__name__}: {exc}", "[red]failed[/red]"
+            checks.add_row(name, "[red]failed[/red]", f"{type(exc).__name__}: {exc}")
             failures += 1
-        table.add_row(name, result, detail, f"{(time.perf_counter() - began) * 1000:.0f}")
-    console.print(table)
-    console.print(
-        "The full pipeline (bots, executor, dashboard) joins this demo as it lands; see README.md.",
-        highlight=False,
-    )
+    console.print(checks)
 
-    try:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining > 0:
-                _say(f"running for {remaining:.0f} more s (DEMO_SECONDS={seconds})")
-                time.sleep(remaining)
-        else:
-            _say("the stack is running; press Ctrl-C to stop it")
-            signal.pause()
-    except KeyboardInterrupt:
-        pass
+    if seconds is None:
+        _say("bots running; press Ctrl-C to stop")
+    round_trips = asyncio.run(run_pipeline(endpoints, seconds))
+    if round_trips == 0:
+        console.print("[red]no intent made the round trip from a bot through Kafka[/red]")
+        failures += 1
+
     # Stop what the demo started; a stack that was already running stays as it was.
     if started:
         _say("shutting down the services the demo started")
