@@ -374,6 +374,44 @@ class ExecutionReport(_Message, frozen=True, kw_only=True):
             raise ValueError("a rejection needs a `reject_code`")
 
 
+def report_for(
+    order: NewOrder,
+    exec_type: ExecType,
+    order_status: OrderStatus,
+    *,
+    cause: OrderIntent | None = None,
+    ts_ms: int | None = None,
+    quantity: Decimal | None = None,
+    **fields: Any,
+) -> ExecutionReport:
+    """An execution report about ``order``, caused by ``cause`` (the order itself by default).
+
+    The order's ids, account, bot, symbol and side are copied; ``quantity`` defaults to the
+    order's, and ``leaves_quantity`` to what remains open (nothing once the status is terminal).
+    Further report fields (fills, reject codes) pass through ``fields``.
+    """
+    quantity = order.quantity if quantity is None else quantity
+    cause = order if cause is None else cause
+    fields.setdefault(
+        "leaves_quantity",
+        Decimal(0) if order_status.is_terminal else quantity - fields.get("filled_quantity", 0),
+    )
+    return ExecutionReport(
+        report_id=new_intent_id(),
+        intent_id=cause.intent_id,
+        order_id=order.intent_id,
+        ts_ms=cause.ts_ms if ts_ms is None else ts_ms,
+        account_id=order.account_id,
+        bot_id=order.bot_id,
+        symbol=order.symbol,
+        side=order.side,
+        exec_type=exec_type,
+        order_status=order_status,
+        quantity=quantity,
+        **fields,
+    )
+
+
 class ControlFlag(_Message, frozen=True, kw_only=True):
     """The desired state of one bot runtime, kept in Redis by the supervisor.
 

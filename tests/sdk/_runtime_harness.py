@@ -170,3 +170,32 @@ def status(h: Harness) -> protocol.BotStatus | None:
 async def until_state(h: Harness, state: RuntimeState, within: float = 10) -> None:
     """Waits until the bot's heartbeat reports ``state``."""
     await eventually(lambda: (s := status(h)) is not None and s.state is state, within=within)
+
+
+def filled(order: protocol.NewOrder, price: str, fee: str = "0") -> ExecutionReport:
+    """The report of a broker filling all of ``order`` at ``price``."""
+    return protocol.report_for(
+        order,
+        protocol.ExecType.TRADE,
+        protocol.OrderStatus.FILLED,
+        ts_ms=protocol.now_ms(),
+        filled_quantity=order.quantity,
+        last_quantity=order.quantity,
+        last_price=Decimal(price),
+        fee=Decimal(fee),
+        fill_id=f"venue-{order.intent_id}",
+    )
+
+
+async def publish_report(h: Harness, report: ExecutionReport) -> None:
+    """Publishes ``report`` as the executor would: to the reports topic, keyed by account."""
+    producer = AIOKafkaProducer(bootstrap_servers=h.endpoints.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            protocol.EXECUTION_REPORTS_TOPIC.name,
+            protocol.encode(report),
+            key=h.account_id.encode(),
+        )
+    finally:
+        await producer.stop()

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from decimal import Decimal
-
-from aiokafka import AIOKafkaProducer
 
 from coyote_sdk import protocol
 from coyote_sdk.control import set_control_flag
 from coyote_sdk.divergence import compare, record_session
 from coyote_sdk.protocol import (
     BotState,
-    ExecType,
-    ExecutionReport,
-    OrderStatus,
     RuntimeState,
     Timeframe,
 )
@@ -23,8 +17,10 @@ from tests.sdk._runtime_harness import (
     Buyer,
     Harness,
     eventually,
+    filled,
     has,
     publish_bars,
+    publish_report,
     until_state,
 )
 
@@ -46,33 +42,7 @@ async def test_a_paused_bar_and_a_worse_fill_are_the_divergences(harness: Harnes
     first = harness.intents[0]
     assert isinstance(first, protocol.NewOrder)
     # The executor's answer to the first order: filled half a point worse than the next open.
-    fill = ExecutionReport(
-        report_id=protocol.new_intent_id(),
-        intent_id=first.intent_id,
-        order_id=first.intent_id,
-        ts_ms=protocol.now_ms(),
-        account_id=harness.account_id,
-        bot_id=harness.bot_id,
-        symbol="GOOG",
-        side=first.side,
-        exec_type=ExecType.TRADE,
-        order_status=OrderStatus.FILLED,
-        quantity=first.quantity,
-        filled_quantity=first.quantity,
-        last_quantity=first.quantity,
-        last_price=Decimal("100.5"),
-        fill_id=f"live-{first.intent_id}",
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=harness.endpoints.kafka_bootstrap)
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            protocol.EXECUTION_REPORTS_TOPIC.name,
-            protocol.encode(fill),
-            key=harness.account_id.encode(),
-        )
-    finally:
-        await producer.stop()
+    await publish_report(harness, filled(first, "100.5"))
 
     session = await record_session(
         harness.endpoints,

@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import pytest
 import redis
 import websockets
 
-from coyote_sdk.config import Endpoints
 from coyote_sdk.csvdata import read_bars_csv
 from coyote_sdk.feeds import (
     RandomWalk,
@@ -33,19 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RECORDED = (Path(__file__).parent / "data" / "binance-trades.jsonl").read_text().splitlines()
 
 
-@pytest.fixture
-def venue(endpoints: Endpoints, unique: str) -> Iterator[tuple[redis.Redis, str]]:
-    client = redis.Redis.from_url(endpoints.redis_url)
-    name = f"v{unique}"
-    yield client, name
-    keys = list(client.scan_iter(match=f"coyote:md:{name}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-async def test_replay_writes_real_bars_at_the_asked_pace(venue: tuple[redis.Redis, str]) -> None:
-    client, name = venue
+async def test_replay_writes_real_bars_at_the_asked_pace(md: tuple[redis.Redis, str]) -> None:
+    client, name = md
     bars = read_bars_csv(ROOT / "examples" / "data" / "EURUSD.csv", venue=name)[:30]
     subscriber = client.pubsub()
     subscriber.subscribe(bar_channel(name, "EURUSD", "1h"))
@@ -90,9 +77,9 @@ def test_rebase_moves_history_to_now_keeping_the_spacing() -> None:
 
 
 async def test_a_random_walk_makes_trades_and_compaction_makes_bars(
-    venue: tuple[redis.Redis, str],
+    md: tuple[redis.Redis, str],
 ) -> None:
-    client, name = venue
+    client, name = md
     walk = RandomWalk({"DEMO": Decimal(100)}, venue=name, seed=1)
     writer = MarketDataWriter(client, venue=name, timeframes=[Timeframe.M1])
     # Three minutes of trades, written with their own timestamps.
@@ -125,11 +112,11 @@ def test_binance_messages_are_parsed_into_trades() -> None:
 
 
 async def test_the_binance_adapter_streams_recorded_messages_into_redis(
-    venue: tuple[redis.Redis, str],
+    md: tuple[redis.Redis, str],
 ) -> None:
     """A real websocket server on loopback plays the recorded session, drops the connection
     half-way (as Binance does), and plays the rest on the reconnect."""
-    client, name = venue
+    client, name = md
     halves = [RECORDED[:25], RECORDED[25:]]
     paths: list[str] = []
     stop = asyncio.Event()

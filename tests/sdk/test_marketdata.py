@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -17,18 +16,6 @@ from coyote_sdk.protocol import Bar, Timeframe, Trade
 pytestmark = pytest.mark.integration
 
 MINUTE = 60_000
-
-
-@pytest.fixture
-def md(endpoints: Endpoints, unique: str) -> Iterator[tuple[redis.Redis, str]]:
-    """A Redis client and a venue of this test's own; its series are removed after."""
-    client = redis.Redis.from_url(endpoints.redis_url)
-    venue = f"v{unique}"
-    yield client, venue
-    keys = list(client.scan_iter(match=f"coyote:md:{venue}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def _trade(ts_ms: int, price: str, size: str = "1", symbol: str = "GOOG", venue: str = "") -> Trade:

@@ -9,21 +9,22 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from coyote_sdk import ExecutionReport, protocol
+from coyote_sdk import protocol
 from coyote_sdk.config import Endpoints, StackSettings
 from coyote_sdk.control import clear_control_flag, set_control_flag
 from coyote_sdk.dev import Stack
-from coyote_sdk.protocol import BotState, ExecType, OrderStatus, RuntimeState, Side
+from coyote_sdk.protocol import BotState, OrderStatus, RuntimeState, Side
 from tests.sdk._runtime_harness import (
     MINUTE,
     Buyer,
     Harness,
     eventually,
+    filled,
     has,
     make_bar,
     publish_bars,
+    publish_report,
     status,
     until_state,
 )
@@ -147,37 +148,16 @@ async def test_reports_drive_on_fill_and_the_portfolio_is_rebuilt_after_a_restar
     bot = Buyer()
     harness.start(bot)
     await until_state(harness, RuntimeState.RUNNING)
-    order_id = protocol.new_intent_id()
-    fill = ExecutionReport(
-        report_id=protocol.new_intent_id(),
-        intent_id=order_id,
-        order_id=order_id,
+    order = protocol.NewOrder(
+        intent_id=protocol.new_intent_id(),
         ts_ms=1,
         account_id=harness.account_id,
         bot_id=harness.bot_id,
         symbol="GOOG",
         side=Side.BUY,
-        exec_type=ExecType.TRADE,
-        order_status=OrderStatus.FILLED,
         quantity=Decimal(5),
-        filled_quantity=Decimal(5),
-        last_quantity=Decimal(5),
-        last_price=Decimal("101.5"),
-        fee=Decimal("0.5"),
-        fill_id=f"venue-{order_id}",
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=harness.endpoints.kafka_bootstrap, enable_idempotence=True
-    )
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            protocol.EXECUTION_REPORTS_TOPIC.name,
-            protocol.encode(fill),
-            key=harness.account_id.encode(),
-        )
-    finally:
-        await producer.stop()
+    await publish_report(harness, filled(order, "101.5", fee="0.5"))
 
     await eventually(lambda: len(bot.fills) == 1)
     set_control_flag(harness.redis, harness.bot_id, BotState.STOPPED)

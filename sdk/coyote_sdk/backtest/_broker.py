@@ -24,7 +24,7 @@ from coyote_sdk.protocol import (
     ReplaceOrder,
     Side,
     TimeInForce,
-    new_intent_id,
+    report_for,
 )
 
 ZERO = Decimal(0)
@@ -255,23 +255,15 @@ class SimulatedBroker:
     # -- reports ---------------------------------------------------------------------------
 
     def _fill(self, working: _Working, price: Decimal, ts_ms: int) -> ExecutionReport:
-        intent = working.intent
         quantity = working.quantity
         self._fills += 1
-        return ExecutionReport(
-            report_id=new_intent_id(),
-            intent_id=intent.intent_id,
-            order_id=intent.intent_id,
+        return report_for(
+            working.intent,
+            ExecType.TRADE,
+            OrderStatus.FILLED,
             ts_ms=ts_ms,
-            account_id=intent.account_id,
-            bot_id=intent.bot_id,
-            symbol=intent.symbol,
-            side=intent.side,
-            exec_type=ExecType.TRADE,
-            order_status=OrderStatus.FILLED,
             quantity=quantity,
             filled_quantity=quantity,
-            leaves_quantity=ZERO,
             last_quantity=quantity,
             last_price=price,
             average_price=price,
@@ -285,29 +277,9 @@ class SimulatedBroker:
         cause: OrderIntent,
         exec_type: ExecType,
         status: OrderStatus,
-        *,
-        ts_ms: int | None = None,
-        quantity: Decimal | None = None,
-        reject_code: str | None = None,
-        reject_reason: str | None = None,
+        **fields: object,
     ) -> ExecutionReport:
-        quantity = order.quantity if quantity is None else quantity
-        return ExecutionReport(
-            report_id=new_intent_id(),
-            intent_id=cause.intent_id,
-            order_id=order.intent_id,
-            ts_ms=cause.ts_ms if ts_ms is None else ts_ms,
-            account_id=order.account_id,
-            bot_id=order.bot_id,
-            symbol=order.symbol,
-            side=order.side,
-            exec_type=exec_type,
-            order_status=status,
-            quantity=quantity,
-            leaves_quantity=ZERO if status.is_terminal else quantity,
-            reject_code=reject_code,
-            reject_reason=reject_reason,
-        )
+        return report_for(order, exec_type, status, cause=cause, **fields)  # type: ignore[arg-type]
 
 
 def _day(ts_ms: int) -> int:

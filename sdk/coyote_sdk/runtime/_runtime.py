@@ -390,18 +390,12 @@ class BotRuntime:
             if open_order is None or open_order.intent is None:
                 return
             order = open_order.intent
-        report = ExecutionReport(
-            report_id=protocol.new_intent_id(),
-            intent_id=intent.intent_id,
-            order_id=order.intent_id,
+        report = protocol.report_for(
+            order,
+            ExecType.REJECTED,
+            OrderStatus.REJECTED if intent is order else OrderStatus.NEW,
+            cause=intent,
             ts_ms=protocol.now_ms(),
-            account_id=order.account_id,
-            bot_id=order.bot_id,
-            symbol=order.symbol,
-            side=order.side,
-            exec_type=ExecType.REJECTED,
-            order_status=OrderStatus.REJECTED if intent is order else OrderStatus.NEW,
-            quantity=order.quantity,
             reject_code=code,
             reject_reason=reason,
         )
