@@ -25,6 +25,7 @@ DIRECTIVES = {
 
 EXTENSIONS = [
     Extension("coyote_risk._throttle", ["coyote_risk/_throttle.pyx"]),
+    Extension("coyote_risk._engine", ["coyote_risk/_engine.pyx"]),
 ]
 
 setup(

@@ -4,9 +4,33 @@ The checks are compiled with Cython and do no I/O: the executor and the backtest
 same code. Pure-Python references of each check live in :mod:`coyote_risk.reference`.
 """
 
+from coyote_risk._engine import RiskEngine, Slot
 from coyote_risk._throttle import TokenBucket
+from coyote_risk.config import (
+    ACTIVE,
+    HALTED,
+    REASON_CODES,
+    REASONS,
+    REDUCING,
+    InstrumentSpec,
+    Limits,
+    RiskConfig,
+)
 
 __all__ = [
+    # The engine
+    "RiskEngine",
+    "Slot",
+    # Configuration
+    "InstrumentSpec",
+    "Limits",
+    "RiskConfig",
+    # Outcomes and states
+    "ACTIVE",
+    "HALTED",
+    "REASONS",
+    "REASON_CODES",
+    "REDUCING",
     # Throttles
     "TokenBucket",
 ]
