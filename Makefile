@@ -44,6 +44,7 @@ bench: install
 	$(BIN)/python bench/marketdata.py
 	$(BIN)/python bench/backtest.py
 	$(BIN)/python bench/hotpath.py
+	$(BIN)/python bench/risk.py
 
 ## clean: stop the stack and remove everything it and the build wrote
 clean:

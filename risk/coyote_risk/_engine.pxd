@@ -75,5 +75,6 @@ cdef class RiskEngine:
     cdef readonly ScopeState account
     cdef dict bots
     cdef dict symbols
+    cdef list symbol_list
     cdef dict slots
     cdef object config

@@ -8,6 +8,7 @@ the wire and at the broker; a limit check needs no more than a double's 15 digit
 lot increments are checked with a relative tolerance of 1e-9.
 """
 
+cimport cython
 from libc.math cimport fabs, isfinite, llround, INFINITY
 from libc.stdint cimport int64_t
 
@@ -135,6 +136,8 @@ cdef class Slot:
                 return True
         return False
 
+    @cython.boundscheck(False)  # indexes below range(len(...)) only; measured in bench/risk.py
+    @cython.wraparound(False)
     cpdef int check(self, int side, double quantity, double price, bint market,
                     bint reduce_only, int64_t now_ms):
         """Checks one order (``side`` +1 buy, -1 sell; ``price`` ignored for market orders);
@@ -147,6 +150,8 @@ cdef class Slot:
         cdef double reference, notional, projected, gross, net, exposure, held
         cdef Slot other
         cdef SymbolState each
+        cdef list every = self.engine.symbol_list
+        cdef Py_ssize_t i, count
 
         # Circuit breakers: system, account, bot.
         if self.engine.system_state == S_HALTED or account.state == S_HALTED or bot.state == S_HALTED:
@@ -198,7 +203,9 @@ cdef class Slot:
             if account.max_gross < INFINITY or account.max_net < INFINITY:
                 gross = 0.0
                 net = 0.0
-                for each in self.engine.symbols.values():
+                count = len(every)
+                for i in range(count):
+                    each = <SymbolState>every[i]
                     held = each.position + each.open_buy - each.open_sell
                     if each is sym:
                         held += side * quantity
@@ -211,7 +218,9 @@ cdef class Slot:
                     return MAX_NET
             if bot.capital < INFINITY:
                 exposure = notional
-                for other in bot.slots:
+                count = len(bot.slots)
+                for i in range(count):
+                    other = <Slot>bot.slots[i]
                     held = fabs(other.position) + other.open_buy + other.open_sell
                     exposure += held * (other.symbol.last_price if other.symbol.last_price > 0.0
                                         else reference)
@@ -271,6 +280,7 @@ cdef class RiskEngine:
             symbol: SymbolState(spec, symbol in config.restricted)
             for symbol, spec in config.instruments.items()
         }
+        self.symbol_list = list(self.symbols.values())
         self.slots = {}
 
     def slot(self, str bot_id, str symbol):
