@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import record
 
+from coyote_risk import InstrumentSpec, Limits, RiskConfig
 from coyote_sdk import Bar, Bot, Timeframe
 from coyote_sdk.backtest import BacktestConfig, run_backtest
 
@@ -93,13 +94,37 @@ class OneOrderPerBar(Bot):
             self.sell("SYN", 1)
 
 
-def coyote(bars: list[Bar], bot_type: type[Bot]) -> tuple[float, int]:
+def _risk() -> RiskConfig:
+    """Every limit on, none binding: each order pays for every check and passes."""
+    return RiskConfig(
+        account_id="backtest",
+        instruments={"SYN": InstrumentSpec("SYN", Decimal("0.01"))},
+        account=Limits(
+            max_order_quantity=Decimal(1000),
+            max_order_notional=Decimal(10**7),
+            price_collar_bps=Decimal(1000),
+            max_price_age_ms=10**9,
+            max_position=Decimal(10**6),
+            max_gross_exposure=Decimal(10**12),
+            max_net_exposure=Decimal(10**12),
+            max_daily_loss=Decimal(10**9),
+            orders_per_second=10**6,
+            order_burst=10**6,
+        ),
+        bots={"OneOrderPerBar": Limits(capital_allocation=Decimal(10**12))},
+    )
+
+
+def coyote(
+    bars: list[Bar], bot_type: type[Bot], risk: RiskConfig | None = None
+) -> tuple[float, int]:
     import time
 
     best, orders = float("inf"), 0
     for _ in range(RUNS):
         started = time.perf_counter()
-        result = run_backtest(bot_type(), bars, config=BacktestConfig(cash=Decimal(10**8)))
+        config = BacktestConfig(cash=Decimal(10**8), risk=risk)
+        result = run_backtest(bot_type(), bars, config=config)
         best = min(best, time.perf_counter() - started)
         orders = len(result.intents)
     return best, orders
@@ -128,6 +153,7 @@ def main() -> None:
         bars = synthetic_bars(path)
         ours_bars, _ = coyote(bars, Listener)
         ours_orders, placed = coyote(bars, OneOrderPerBar)
+        ours_risked, placed_risked = coyote(bars, OneOrderPerBar, _risk())
         theirs_bars = nautilus(path, "bars")
         theirs_orders = nautilus(path, "orders")
 
@@ -135,6 +161,7 @@ def main() -> None:
         "bars": BARS,
         "coyote_bars_per_s": round(BARS / ours_bars),
         "coyote_orders_per_s": round(placed / ours_orders),
+        "coyote_orders_per_s_with_risk_checks": round(placed_risked / ours_risked),
     }
     if theirs_bars and theirs_orders:
         results |= {

@@ -225,3 +225,29 @@ def test_the_chart_is_one_self_contained_html_file(tmp_path: Path) -> None:
     assert page.startswith("<!doctype html>")
     assert '<polyline class="equity"' in page and "Max drawdown" in page
     assert "http://" not in page and "https://" not in page
+
+
+def test_the_live_risk_checks_refuse_orders_in_a_backtest_too() -> None:
+    from coyote_risk import InstrumentSpec, Limits, RiskConfig
+
+    risk = RiskConfig(
+        account_id="backtest",
+        instruments={"ABC": InstrumentSpec("ABC", Decimal("0.01"))},
+        account=Limits(max_position=Decimal(3), price_collar_bps=Decimal(500)),
+    )
+    strategy = Scripted(
+        {
+            1: [("buy", ("ABC", 2), {}), ("buy", ("ABC", 2), {})],  # the second would hold 4 > 3
+            2: [("buy", ("ABC", 1), {"limit": "20"})],  # 20 vs last 12: far outside a 5 % collar
+            3: [("sell", ("ABC", 2), {})],  # reducing: always allowed
+        }
+    )
+
+    result = run_backtest(strategy, BARS, config=BacktestConfig(cash=Decimal(1000), risk=risk))
+
+    rejected = [r for r in strategy.reports if r.exec_type is ExecType.REJECTED]
+    assert [r.reject_code for r in rejected] == ["risk.max_position", "risk.price_collar"]
+    assert [(f.side.value, f.quantity) for f in result.fills] == [
+        ("buy", Decimal(2)),
+        ("sell", Decimal(2)),
+    ]

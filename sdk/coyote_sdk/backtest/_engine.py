@@ -12,10 +12,11 @@ from decimal import Decimal
 from typing import Any
 
 from coyote_sdk.backtest._broker import FillModel, SimulatedBroker
+from coyote_sdk.backtest._risk import RiskGate
 from coyote_sdk.backtest._stats import RoundTrip, Statistics, TradeTracker, statistics
 from coyote_sdk.bot import Bot
 from coyote_sdk.portfolio import Fill, Portfolio
-from coyote_sdk.protocol import Bar, ExecType, ExecutionReport, OrderIntent, Timeframe
+from coyote_sdk.protocol import Bar, ExecType, ExecutionReport, NewOrder, OrderIntent, Timeframe
 from coyote_sdk.state import MemoryState
 
 logger = logging.getLogger("coyote.bot")
@@ -37,6 +38,8 @@ class BacktestConfig:
     cash: Decimal = Decimal(10_000)
     fill: FillModel = dataclasses.field(default_factory=FillModel)
     account_id: str = "backtest"
+    risk: Any = None
+    """A ``coyote_risk.RiskConfig``: new orders then pass the live risk checks first."""
 
 
 @dataclasses.dataclass
@@ -130,11 +133,14 @@ class Backtest:
         exposed_bars = 0
         loop = asyncio.new_event_loop() if type(bot)._async_handlers else None
         call = _caller(bot, loop)
+        gate = RiskGate(config.risk) if config.risk is not None else None
         timeframe_ms = {s: bars[0].timeframe.milliseconds for s, bars in self._bars.items()}
 
         def dispatch(batch: list[ExecutionReport]) -> None:
             for report in batch:
                 reports.append(report)
+                if gate is not None:
+                    gate.on_report(report)
                 fill = portfolio.apply(report)
                 if fill is not None:
                     positions[fill.symbol] = fill.position_after
@@ -176,8 +182,18 @@ class Backtest:
                     pending, ctx.outbox = ctx.outbox, []
                     for intent in pending:
                         intents.append(intent)
+                        refusal = (
+                            gate.check(intent)
+                            if gate is not None and isinstance(intent, NewOrder)
+                            else None
+                        )
+                        if refusal is not None:
+                            dispatch([refusal])
+                            continue
                         dispatch(broker.submit(intent, last_bar.get(getattr(intent, "symbol", ""))))
                 equity.append((close_ms, portfolio.equity(ctx.last)))
+                if gate is not None:
+                    gate.on_bar(bar, close_ms, float(equity[-1][1]), ctx.bot_id)
                 if any(positions.values()):
                     exposed_bars += 1
                 count += 1
