@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import os
@@ -432,19 +433,37 @@ class Postgres(Service):
             ) from exc
         return "postgres"
 
+    @functools.cached_property
+    def server_dir(self) -> Path:
+        """Where the server's own files live: beside the stack's other data, unless the user it
+        runs as cannot enter that directory (a checkout under a private home, say); then in a
+        directory of its own under /var/tmp, named after the stack's."""
+        user = self.user
+        if user is None or _reachable_by(user, self.dir):
+            return self.dir
+        digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:16]
+        return Path("/var/tmp/coyote-postgres") / digest
+
     @property
     def data_dir(self) -> Path:
-        return self.dir / "data"
+        return self.server_dir / "data"
 
     def prepare(self, progress: Progress) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "run").mkdir(exist_ok=True)
+        server_dir = self.server_dir
+        if server_dir != self.dir:
+            progress(f"postgres: {self.dir} is private to its owner; data goes to {server_dir}")
+            server_dir.parent.mkdir(parents=True, exist_ok=True)
+            server_dir.parent.chmod(0o1777)  # like /tmp: anyone may add, only owners remove
+            (self.dir / "data-location").write_text(f"{server_dir}\n")
+        (server_dir / "run").mkdir(parents=True, exist_ok=True)
         user = self.user
         if user is not None:
-            _check_reachable_by(user, self.dir)
             account = pwd.getpwnam(user)
-            for path in (self.dir, self.dir / "run"):
+            for path in (server_dir, server_dir / "run"):
                 os.chown(path, account.pw_uid, account.pw_gid)
+            if server_dir != self.dir:
+                server_dir.chmod(0o700)
         if (self.data_dir / "PG_VERSION").exists():
             return
         progress("initialising PostgreSQL's data directory")
@@ -474,7 +493,7 @@ class Postgres(Service):
             "-c",
             "listen_addresses=127.0.0.1",
             "-c",
-            f"unix_socket_directories={self.dir / 'run'}",
+            f"unix_socket_directories={self.server_dir / 'run'}",
             "-c",
             "max_connections=200",
         ]
@@ -507,15 +526,12 @@ class Postgres(Service):
                 conn.execute(f'CREATE DATABASE "{self.database}"')
 
 
-def _check_reachable_by(user: str, path: Path) -> None:
-    """Fails clearly when ``user`` cannot enter ``path`` (a private parent directory)."""
-    probe = subprocess.run(["test", "-x", str(path)], user=user, check=False)
-    if probe.returncode != 0:
-        raise StackError(
-            f"PostgreSQL runs as the `{user}` user, who cannot enter {path}: "
-            "make its parent directories world-searchable (chmod o+x) or set COYOTE_HOME "
-            "to a directory it can reach"
-        )
+def _reachable_by(user: str, path: Path) -> bool:
+    """Whether ``user`` can enter ``path`` (every parent directory searchable for it)."""
+    probe = subprocess.run(
+        ["test", "-x", str(path)], user=user, group=user, extra_groups=[], check=False
+    )
+    return probe.returncode == 0
 
 
 # -- VAULT (OPENBAO) -----------------------------------------------------------------------

@@ -171,3 +171,23 @@ def test_an_unknown_service_name_is_refused(isolated: IsolatedStack) -> None:
 
     assert result.returncode == 1
     assert "unknown service mongodb" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the fallback is for a stack run as root")
+def test_postgres_runs_from_var_tmp_when_the_stack_lives_in_a_private_directory(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "private" / "stack"  # pytest's tmp_path is readable by its owner only
+    stack = IsolatedStack(home)
+
+    up = stack.run("up", "postgres")
+    location = Path((home / "postgres" / "data-location").read_text().strip())
+    healthy = stack.status("postgres")["postgres"]["health"]
+    stack.run("down")
+
+    assert "is private to its owner" in up.stdout
+    assert location.parent == Path("/var/tmp/coyote-postgres")
+    assert (location / "data" / "PG_VERSION").exists()
+    assert healthy == "healthy"
+    assert port_is_free(stack.ports["COYOTE_POSTGRES_PORT"])
+    shutil.rmtree(location)
