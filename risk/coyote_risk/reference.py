@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from coyote_risk.config import REASON_CODES, STATES, Limits
+from coyote_risk.config import REASON_CODES, STATES, InstrumentSpec, Limits, RiskConfig
 
 
 class TokenBucket:
@@ -85,10 +85,10 @@ class ScopeState:
 class SymbolState:
     """Reference of ``coyote_risk._engine.SymbolState``."""
 
-    def __init__(self, spec: object, restricted: bool) -> None:
-        self.tick = float(spec.tick_size)  # type: ignore[attr-defined]
-        self.lot = float(spec.lot_size)  # type: ignore[attr-defined]
-        self.tradable = spec.tradable  # type: ignore[attr-defined]
+    def __init__(self, spec: InstrumentSpec, restricted: bool) -> None:
+        self.tick = float(spec.tick_size)
+        self.lot = float(spec.lot_size)
+        self.tradable = spec.tradable
         self.restricted = restricted
         self.last_price = 0.0
         self.last_ts = 0
@@ -239,14 +239,14 @@ class Slot:
 class RiskEngine:
     """Reference of :class:`coyote_risk.RiskEngine`."""
 
-    def __init__(self, config: object, now_ms: int = 0) -> None:
+    def __init__(self, config: RiskConfig, now_ms: int = 0) -> None:
         self.config = config
         self.system_state = _ACTIVE
-        self.account = ScopeState(config.account, now_ms)  # type: ignore[attr-defined]
+        self.account = ScopeState(config.account, now_ms)
         self.bots: dict[str, ScopeState] = {}
         self.symbols = {
-            symbol: SymbolState(spec, symbol in config.restricted)  # type: ignore[attr-defined]
-            for symbol, spec in config.instruments.items()  # type: ignore[attr-defined]
+            symbol: SymbolState(spec, symbol in config.restricted)
+            for symbol, spec in config.instruments.items()
         }
         self.slots: dict[tuple[str, str], Slot] = {}
 
@@ -259,7 +259,7 @@ class RiskEngine:
         bot = self.slot_bot(bot_id)
         created = Slot(
             self, bot, self.account, self.symbols[symbol], self.config.limits_for(bot_id, symbol)
-        )  # type: ignore[attr-defined]
+        )
         bot.slots.append(created)
         self.slots[(bot_id, symbol)] = created
         return created
@@ -299,7 +299,7 @@ class RiskEngine:
     def slot_bot(self, bot_id: str) -> ScopeState:
         bot = self.bots.get(bot_id)
         if bot is None:
-            bot = self.bots[bot_id] = ScopeState(self.config.bots.get(bot_id, Limits()))  # type: ignore[attr-defined]
+            bot = self.bots[bot_id] = ScopeState(self.config.bots.get(bot_id, Limits()))
         return bot
 
     def update_pnl(self, daily_pnl: float, bot_id: str | None = None) -> bool:

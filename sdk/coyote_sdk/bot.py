@@ -455,17 +455,14 @@ def bot(
             "timeframe": timeframe,
             **(params or {}),
         }
-        if inspect.iscoroutinefunction(function):
 
-            async def on_bar(self: Bot, bar: Bar) -> None:
-                await function(self, bar)
+        async def on_bar_async(self: Bot, bar: Bar) -> None:
+            await function(self, bar)
 
-        else:
+        def on_bar(self: Bot, bar: Bar) -> None:
+            function(self, bar)
 
-            def on_bar(self: Bot, bar: Bar) -> None:
-                function(self, bar)
-
-        namespace["on_bar"] = on_bar
+        namespace["on_bar"] = on_bar_async if inspect.iscoroutinefunction(function) else on_bar
         return type(name or function.__name__, (Bot,), namespace)
 
     return wrap

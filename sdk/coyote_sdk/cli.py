@@ -308,7 +308,7 @@ def _day(ts_ms: int) -> str:
     return moment.strftime("%Y-%m-%d %H:%M" if moment.hour or moment.minute else "%Y-%m-%d")
 
 
-def _backtest_json(result, chart_path):  # type: ignore[no-untyped-def]
+def _backtest_json(result, chart_path):
     return {
         "bot": result.bot,
         "params": result.params,
@@ -409,7 +409,7 @@ def run(
     raise typer.Exit(outcome.code)
 
 
-def _writer(venue: str):  # type: ignore[no-untyped-def]
+def _writer(venue: str):
     import redis
 
     from coyote_sdk.marketdata import MarketDataWriter
@@ -418,7 +418,7 @@ def _writer(venue: str):  # type: ignore[no-untyped-def]
     return MarketDataWriter(client, venue=venue)
 
 
-def _run_feed(work) -> int:  # type: ignore[no-untyped-def]
+def _run_feed(work) -> int:
     """Runs a feed coroutine factory until it ends or Ctrl-C / SIGTERM sets its stop event."""
     import asyncio
     import signal

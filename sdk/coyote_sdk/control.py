@@ -52,7 +52,7 @@ def set_control_flag(
     return ControlFlag(
         bot_id=bot_id,
         desired=draft.desired,
-        generation=int(generation),  # type: ignore[arg-type]
+        generation=int(generation),
         ts_ms=draft.ts_ms,
         reason=reason,
         set_by=set_by,
@@ -61,7 +61,7 @@ def set_control_flag(
 
 def read_control_flag(client: redis.Redis, bot_id: str) -> ControlFlag | None:
     raw = client.get(protocol.control_flag_key(bot_id))
-    return None if raw is None else protocol.decode(raw, ControlFlag)  # type: ignore[arg-type]
+    return None if raw is None else protocol.decode(raw, ControlFlag)
 
 
 def clear_control_flag(client: redis.Redis, bot_id: str) -> None:
@@ -73,4 +73,4 @@ def clear_control_flag(client: redis.Redis, bot_id: str) -> None:
 def read_status(client: redis.Redis, bot_id: str) -> BotStatus | None:
     """The bot runtime's last heartbeat, or None if it expired (dead or stuck) or never was."""
     raw = client.get(protocol.heartbeat_key(bot_id))
-    return None if raw is None else protocol.decode(raw, BotStatus)  # type: ignore[arg-type]
+    return None if raw is None else protocol.decode(raw, BotStatus)

@@ -15,7 +15,7 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -104,7 +104,7 @@ async def record_session(
     return LiveSession(bars=bars, intents=intents, reports=reports)
 
 
-async def _read_partition(endpoints: Endpoints, topic: str, account_id: str, type_: object) -> list:  # type: ignore[type-arg]
+async def _read_partition(endpoints: Endpoints, topic: str, account_id: str, type_: object) -> list:
     producer = AIOKafkaProducer(bootstrap_servers=endpoints.kafka_bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=endpoints.kafka_bootstrap, group_id=None)
     await producer.start()
@@ -114,7 +114,7 @@ async def _read_partition(endpoints: Endpoints, topic: str, account_id: str, typ
         consumer.assign([partition])
         await consumer.seek_to_beginning(partition)
         end = (await consumer.end_offsets([partition]))[partition]
-        messages = []
+        messages: list[Any] = []
         while await consumer.position(partition) < end:
             for record in (await consumer.getmany(partition, timeout_ms=1000)).get(partition, []):
                 try:

@@ -46,6 +46,8 @@ _AGGREGATION: Final = {
 _DAY_MS: Final = 86_400_000
 _ONE: Final = Decimal(1)
 _force_setattr = msgspec.structs.force_setattr
+_Sample = tuple[bytes | str | memoryview, int | str, int | float | str]
+"""One (key, timestamp, value) of TS.MADD, typed as redis-py declares it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +95,7 @@ def _stored_bar(
     Every bar in the store was validated when written, or derived by compaction rules that keep
     low <= open, close <= high; re-checking each one on every read tripled the cost of history.
     """
-    bar = template.__copy__()
+    bar = template.__copy__()  # type: ignore[attr-defined]  # msgspec Structs define it
     force = _force_setattr
     force(bar, "ts_ms", ts_ms)
     force(bar, "open", _decimal(o))
@@ -193,7 +195,7 @@ class MarketDataWriter:
         """
         venue = self.venue
         smallest = self.timeframes[0].milliseconds if self.timeframes else 0
-        samples: list[tuple[str, int, float]] = []
+        samples: list[_Sample] = []
         closed: list[tuple[str, int, int]] = []  # (symbol, previous bucket, new bucket)
         keys: dict[str, tuple[str, str]] = {}
         pipe = self._client.pipeline(transaction=False)
@@ -250,7 +252,7 @@ class MarketDataWriter:
                 self._queue_bar_series(pipe, bar.symbol, bar.timeframe)
                 pipe.execute()
             self._bar_series.add((bar.symbol, bar.timeframe))
-        samples = [
+        samples: list[_Sample] = [
             (market_data_key(self.venue, bar.symbol, field, bar.timeframe), bar.ts_ms, float(value))
             for bar in bars
             for field, value in zip(
@@ -288,12 +290,17 @@ class MarketDataWriter:
             values = replies[index * 5 : index * 5 + 5]
             if not all(values):
                 continue  # the bucket held no trade
+            o, h, low, c, v = (_decimal(series[0][1]) for series in values)
             bar = Bar(
                 symbol=symbol,
                 venue=self.venue,
                 timeframe=timeframe,
                 ts_ms=start,
-                **{f: _decimal(v[0][1]) for f, v in zip(BAR_FIELDS, values, strict=True)},
+                open=o,
+                high=h,
+                low=low,
+                close=c,
+                volume=v,
             )
             pipe.publish(bar_channel(self.venue, symbol, timeframe), protocol.encode(bar))
         pipe.execute()
@@ -433,6 +440,7 @@ class MarketDataReader:
             select_labels=["symbol"],
         )
         result: dict[str, tuple[int, Decimal]] = {}
+        series: Any
         for series in reply:
             ((_, (labels, ts_ms, value)),) = series.items()
             if ts_ms is not None:
@@ -451,6 +459,7 @@ def _series(reply: Any) -> Iterator[tuple[dict[str, str], list[Any]]]:
     RESP2 a list ``[key, [[label, value] ...], samples]`` with values as bulk strings.
     """
     if isinstance(reply, dict):
+        entry: Any
         for entry in reply.values():
             labels = {_text(k): _text(v) for k, v in entry[0].items()}
             yield labels, entry[-1]

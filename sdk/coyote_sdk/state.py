@@ -78,4 +78,4 @@ class RedisState(_JsonState):
         return iter([k.decode() for k in self._client.hkeys(self._key)])  # type: ignore[union-attr]
 
     def __len__(self) -> int:
-        return int(self._client.hlen(self._key))  # type: ignore[arg-type]
+        return int(self._client.hlen(self._key))

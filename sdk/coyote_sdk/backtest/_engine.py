@@ -7,7 +7,7 @@ import dataclasses
 import heapq
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -66,7 +66,7 @@ class _Context:
         self.bot_id = bot_id
         self.account_id = account_id
         self.portfolio = portfolio
-        self.state = MemoryState()
+        self.state: MutableMapping[str, Any] = MemoryState()
         self.log = logging.LoggerAdapter(logger, {"bot_id": bot_id})
         self.clock_ms = 0
         self.bar_ts_ms: int | None = None

@@ -498,13 +498,13 @@ class Postgres(Service):
             "max_connections=200",
         ]
 
-    def _connect(self, dbname: str):  # type: ignore[no-untyped-def]
+    def _connect(self, dbname: str):
         import psycopg
 
         url = self.settings.endpoints().database_url.replace(
             "postgresql+psycopg://", "postgresql://"
         )
-        return psycopg.connect(url, dbname=dbname, connect_timeout=3, autocommit=True)  # type: ignore[call-arg]
+        return psycopg.connect(url, dbname=dbname, connect_timeout=3, autocommit=True)
 
     def healthy(self) -> bool:
         import psycopg

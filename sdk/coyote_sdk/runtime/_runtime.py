@@ -17,7 +17,7 @@ import signal
 import socket
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import redis
@@ -102,7 +102,7 @@ class _LiveContext:
         self.account_id = options.account_id
         self.bot_id = options.bot_id
         self.portfolio = runtime.portfolio
-        self.state = RedisState(client, options.bot_id)
+        self.state: MutableMapping[str, Any] = RedisState(client, options.bot_id)
         self.log = logging.LoggerAdapter(
             bot_logger, {"bot_id": options.bot_id, "account_id": options.account_id}
         )
