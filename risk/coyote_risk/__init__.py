@@ -15,6 +15,7 @@ from coyote_risk.config import (
     InstrumentSpec,
     Limits,
     RiskConfig,
+    risk_config_from_mapping,
 )
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "InstrumentSpec",
     "Limits",
     "RiskConfig",
+    "risk_config_from_mapping",
     # Outcomes and states
     "ACTIVE",
     "HALTED",

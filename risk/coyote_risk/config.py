@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 # -- REASONS ---------------------------------------------------------------------------------
 
@@ -124,3 +125,75 @@ class RiskConfig:
             .merged(self.symbols.get(symbol))
             .merged(self.bot_symbols.get((bot_id, symbol)))
         )
+
+
+# -- LOADING ---------------------------------------------------------------------------------
+
+
+def risk_config_from_mapping(data: Mapping[str, Any], *, account_id: str) -> RiskConfig:
+    """Builds a :class:`RiskConfig` from plain data (a TOML or JSON document)::
+
+        restricted = ["XYZ"]
+        [instruments.GOOG]
+        tick_size = "0.01"
+        [account]
+        max_order_notional = "50000"
+        [bots.sma]
+        capital_allocation = "20000"
+        [symbols.GOOG]
+        max_position = "500"
+
+    Raises:
+        ValueError: naming the section and field that is unknown or not a valid value.
+    """
+    known = {"instruments", "account", "bots", "symbols", "restricted"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown section {unknown[0]!r}; expected one of {sorted(known)}")
+    instruments = {
+        symbol: _convert(InstrumentSpec, {"symbol": symbol, **spec}, f"instruments.{symbol}")
+        for symbol, spec in _table(data, "instruments").items()
+    }
+    return RiskConfig(
+        account_id=account_id,
+        instruments=instruments,
+        account=_convert(Limits, _table(data, "account"), "account"),
+        bots={k: _convert(Limits, v, f"bots.{k}") for k, v in _table(data, "bots").items()},
+        symbols={
+            k: _convert(Limits, v, f"symbols.{k}") for k, v in _table(data, "symbols").items()
+        },
+        restricted=frozenset(data.get("restricted", ())),
+    )
+
+
+def _table(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must be a table, got {value!r}")
+    return value
+
+
+def _convert(kind: type[Any], values: Mapping[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    converted: dict[str, Any] = {}
+    for name, value in values.items():
+        field = fields.get(name)
+        if field is None:
+            raise ValueError(f"{where}.{name} is not a setting; expected one of {sorted(fields)}")
+        try:
+            if "Decimal" in str(field.type):
+                converted[name] = Decimal(str(value))
+                if not converted[name].is_finite() or converted[name] < 0:
+                    raise ValueError("must be a finite, non-negative number")
+            elif "float" in str(field.type):
+                converted[name] = float(value)
+            elif "int" in str(field.type):
+                converted[name] = int(value)
+            else:
+                converted[name] = value
+        except (ArithmeticError, ValueError, TypeError) as exc:
+            raise ValueError(f"{where}.{name}: {value!r} is not valid ({exc})") from exc
+    try:
+        return kind(**converted)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from exc

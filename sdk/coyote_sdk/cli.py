@@ -7,11 +7,13 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from coyote_sdk import protocol
@@ -49,8 +51,13 @@ def _stack() -> Stack:
     try:
         return Stack(StackSettings())
     except ValueError as exc:  # a bad COYOTE_* variable
-        errors.print(f"[red]error:[/red] {exc}")
+        _error(exc)
         raise typer.Exit(2) from exc
+
+
+def _error(problem: object) -> None:
+    """Prints an error; its text is escaped, so brackets in it (a TOML section, a list) show."""
+    errors.print(f"[red]error:[/red] {escape(str(problem))}", highlight=False, soft_wrap=True)
 
 
 def _progress(line: str) -> None:
@@ -82,7 +89,7 @@ def dev_up(services: ServicesArg = None) -> None:
     try:
         stack.up(services, progress=_progress)
     except StackError as exc:
-        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        _error(exc)
         raise typer.Exit(1) from exc
     _print_status(stack, services, as_json=False)
 
@@ -97,7 +104,7 @@ def dev_down(services: ServicesArg = None) -> None:
     try:
         stack.down(services, progress=_progress)
     except StackError as exc:
-        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        _error(exc)
         raise typer.Exit(1) from exc
 
 
@@ -111,7 +118,7 @@ def dev_status(services: ServicesArg = None, as_json: JsonOpt = False) -> None:
     try:
         healthy = _print_status(stack, services, as_json=as_json)
     except StackError as exc:
-        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        _error(exc)
         raise typer.Exit(2) from exc
     if not healthy:
         raise typer.Exit(1)
@@ -154,7 +161,7 @@ def dev_logs(
         for line in stack.log_lines(service, lines):
             print(line)
     except StackError as exc:
-        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        _error(exc)
         raise typer.Exit(2) from exc
     if follow:
         path = stack.services[service].log_path
@@ -213,6 +220,10 @@ def backtest(
     chart: Annotated[
         Path | None, typer.Option(help="Where to write the equity chart (HTML).")
     ] = None,
+    risk: Annotated[
+        Path | None,
+        typer.Option(help="TOML file of risk limits: orders then pass the live risk checks."),
+    ] = None,
     trades: Annotated[int, typer.Option(help="How many trades to list.")] = 20,
     as_json: JsonOpt = False,
 ) -> None:
@@ -242,7 +253,9 @@ def backtest(
                 timeframe=timeframe,
             )
         ]
+        risk_config = _risk_config(risk, bot_class.symbols) if risk else None
         config = BacktestConfig(
+            risk=risk_config,
             cash=Decimal(cash),
             fill=FillModel(
                 fill_at="close" if fill == "close" else "next_open",
@@ -254,7 +267,7 @@ def backtest(
             raise ValueError(f"--fill takes next-open or close, got {fill!r}")
         engine = Backtest(bot, bars, config=config)
     except (BotLoadError, ParameterError, CsvDataError, ValueError, InvalidOperation) as exc:
-        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        _error(exc)
         raise typer.Exit(2) from exc
 
     with Progress(console=errors, transient=True, disable=as_json or len(bars) < 50_000) as bar:
@@ -295,6 +308,27 @@ def backtest(
     console.print(listing)
     if chart_path:
         console.print(f"equity chart: {chart_path}")
+
+
+def _risk_config(path: Path, symbols: Sequence[str]) -> Any:
+    import tomllib
+
+    try:
+        from coyote_risk import risk_config_from_mapping
+    except ImportError as exc:
+        raise ValueError("--risk needs coyote-risk: pip install 'coyote-sdk[risk]'") from exc
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    try:
+        config = risk_config_from_mapping(data, account_id="backtest")
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    missing = [s for s in symbols if s not in config.instruments]
+    if missing:
+        raise ValueError(f"{path}: no [instruments.{missing[0]}] (tick_size, lot_size) for it")
+    return config
 
 
 def _params_text(params: dict[str, object]) -> str:
@@ -391,7 +425,7 @@ def run(
             release=release,
         )
     except (BotLoadError, ParameterError, ValueError, InvalidOperation) as exc:
-        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        _error(exc)
         raise typer.Exit(2) from exc
     settings = _stack().settings
     endpoints = settings.endpoints()
@@ -401,7 +435,7 @@ def run(
             if read_control_flag(client, identifier) is None:
                 set_control_flag(client, identifier, BotState.RUNNING, set_by="coyote-sdk run")
         except redis.RedisError as exc:
-            errors.print(f"[red]error:[/red] Redis at {endpoints.redis_url}: {exc}")
+            _error(f"Redis at {endpoints.redis_url}: {exc}")
             raise typer.Exit(1) from exc
         finally:
             client.close()
@@ -471,7 +505,7 @@ def feed_replay(
             bars += rebase(series, now_ms()) if rebase_now else series
         bars.sort(key=lambda b: (b.ts_ms, b.symbol))
     except (CsvDataError, ValueError) as exc:
-        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        _error(exc)
         raise typer.Exit(2) from exc
     writer = _writer(venue)
     _progress(f"replaying {len(bars)} bars of {sorted({b.symbol for b in bars})} into {venue}")
@@ -505,7 +539,7 @@ def feed_random_walk(
             start[name.upper()] = Decimal(price or "100")
         walk = RandomWalk(start, venue=venue, volatility=volatility, seed=seed)
     except (ValueError, InvalidOperation) as exc:
-        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        _error(exc)
         raise typer.Exit(2) from exc
     writer = _writer(venue)
     _progress(f"random walk of {sorted(start)} into {venue}, {trades_per_second}/s (Ctrl-C stops)")
@@ -550,14 +584,14 @@ def init(
     from string import Template
 
     if not re.fullmatch(r"[a-z][a-z0-9_-]{0,63}", name):
-        errors.print(
-            f"[red]error:[/red] {name!r} is not a bot name: lower case letters, digits, - and _, "
+        _error(
+            f"{name!r} is not a bot name: lower case letters, digits, - and _, "
             "starting with a letter"
         )
         raise typer.Exit(2)
     target = directory / name
     if target.exists():
-        errors.print(f"[red]error:[/red] {target} already exists; nothing was written")
+        _error(f"{target} already exists; nothing was written")
         raise typer.Exit(2)
     words = re.split(r"[-_]", name)
     values = {
@@ -593,7 +627,7 @@ def bundle_command(
     try:
         built = build_bundle(bot_file, name=name, bot_class=bot_name)
     except BundleError as exc:
-        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        _error(exc)
         raise typer.Exit(2) from exc
     target = out or Path(f"{built.manifest.name}.coyote-bundle.tar.gz")
     target.write_bytes(built.data)
@@ -657,7 +691,7 @@ def divergence(
         bot = bot_class(**parse_params(param or []))
         start_ms, end_ms = _moment_ms(start), _moment_ms(end)
     except (BotLoadError, ParameterError, ValueError) as exc:
-        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        _error(exc)
         raise typer.Exit(2) from exc
     session = asyncio.run(
         record_session(

@@ -94,3 +94,35 @@ def test_init_scaffolds_a_project_whose_test_passes_and_that_bundles(tmp_path: P
     assert tests.returncode == 0, tests.stdout + tests.stderr
     assert json.loads(bundled.stdout)["entry_point"] == "src/bot.py:BreakoutBot"
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_backtest_with_risk_limits_refuses_what_they_forbid(tmp_path: Path) -> None:
+    limits = tmp_path / "risk.toml"
+    limits.write_text(
+        '[instruments.GOOG]\ntick_size = "0.01"\n[symbols.GOOG]\nmax_position = "5"\n'
+    )
+    no_instrument = tmp_path / "empty.toml"
+    no_instrument.write_text("[account]\n")
+
+    refused = _cli(
+        "backtest",
+        "examples/sma_cross.py",
+        "--data",
+        "examples/data/GOOG.csv",
+        "--risk",
+        str(limits),
+        "--json",
+    )
+    missing = _cli(
+        "backtest",
+        "examples/sma_cross.py",
+        "--data",
+        "examples/data/GOOG.csv",
+        "--risk",
+        str(no_instrument),
+    )
+
+    assert refused.returncode == 0, refused.stderr
+    assert json.loads(refused.stdout)["stats"]["trades"] == 0  # 10 shares > max_position 5
+    assert missing.returncode == 2
+    assert "no [instruments.GOOG]" in missing.stderr
