@@ -15,6 +15,7 @@ from coyote_sdk.config import Endpoints, StackSettings
 from coyote_sdk.control import clear_control_flag, set_control_flag
 from coyote_sdk.dev import Stack
 from coyote_sdk.protocol import BotState, OrderStatus, RuntimeState, Side
+from tests.ports import free_ports
 from tests.sdk._runtime_harness import (
     MINUTE,
     Buyer,
@@ -176,11 +177,7 @@ async def test_reports_drive_on_fill_and_the_portfolio_is_rebuilt_after_a_restar
 @pytest.fixture
 def private_redis(unique: str) -> Iterator[Stack]:
     """A Redis of this test's own, which it may stop and start."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    (port,) = free_ports(1)
     home = REPO / ".coyote" / "test-stacks" / unique
     stack = Stack(StackSettings(home=home, redis_port=port))
     stack.up(["redis"])

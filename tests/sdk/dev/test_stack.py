@@ -19,6 +19,7 @@ import pytest
 
 from coyote_sdk.config import Endpoints
 from coyote_sdk.dev._process import port_is_free, port_is_open
+from tests.ports import free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,23 +33,12 @@ PORT_VARIABLES = (
 )
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 class IsolatedStack:
     """A stack home and port set of one test, driven through the real CLI."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.ports = dict(zip(PORT_VARIABLES, _free_ports(len(PORT_VARIABLES)), strict=True))
+        self.ports = dict(zip(PORT_VARIABLES, free_ports(len(PORT_VARIABLES)), strict=True))
         self.env = {
             key: value
             for key, value in os.environ.items()
