@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import time
@@ -32,13 +33,42 @@ def median_of(runs: int, work: Callable[[], Any]) -> float:
     return statistics.median(timings)
 
 
-def record(section: str, values: dict[str, Any]) -> None:
-    """Merges ``values`` under ``section`` into bench/results.json."""
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results[section] = {
-        **values,
+def measurement(
+    name: str,
+    value: float,
+    unit: str,
+    baseline: str | None = None,
+    baseline_value: float | None = None,
+) -> dict[str, Any]:
+    """One result: ``ratio`` is ``value / baseline_value`` (for rates higher is better, for
+    times lower is better)."""
+    return {
+        "name": name,
+        "value": value,
+        "unit": unit,
+        "baseline": baseline,
+        "baseline_value": baseline_value,
+        "ratio": round(value / baseline_value, 3) if baseline_value else None,
         "machine": f"{platform.machine()} {platform.python_implementation()} "
-        f"{platform.python_version()}",
-        "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        f"{platform.python_version()}, {os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+
+def record(entries: list[dict[str, Any]]) -> None:
+    """Replaces the entries of the same names in bench/results.json (a list of measurements)
+    and prints them."""
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    if not isinstance(results, list):  # the earlier layout, by section
+        results = []
+    names = {entry["name"] for entry in entries}
+    results = [r for r in results if r["name"] not in names] + entries
+    results.sort(key=lambda r: r["name"])
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    for entry in entries:
+        against = (
+            f"  vs {entry['baseline']} {entry['baseline_value']} (ratio {entry['ratio']})"
+            if entry["baseline"]
+            else ""
+        )
+        print(f"{entry['name']:44} {entry['value']} {entry['unit']}{against}")

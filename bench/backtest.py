@@ -22,7 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import record
+from _common import measurement, record
 
 from coyote_risk import InstrumentSpec, Limits, RiskConfig
 from coyote_sdk import Bar, Bot, Timeframe
@@ -157,29 +157,28 @@ def main() -> None:
         theirs_bars = nautilus(path, "bars")
         theirs_orders = nautilus(path, "orders")
 
-    results: dict[str, object] = {
-        "bars": BARS,
-        "coyote_bars_per_s": round(BARS / ours_bars),
-        "coyote_orders_per_s": round(placed / ours_orders),
-        "coyote_orders_per_s_with_risk_checks": round(placed_risked / ours_risked),
-    }
-    if theirs_bars and theirs_orders:
-        results |= {
-            "nautilus_version": "1.221.0",
-            "nautilus_bars_per_s": round(BARS / theirs_bars[0]),
-            "nautilus_orders_per_s": round(theirs_orders[1] / theirs_orders[0]),
-        }
-        results["ratio_bars_coyote_to_nautilus"] = round(
-            results["coyote_bars_per_s"] / results["nautilus_bars_per_s"],
-            2,  # type: ignore[operator]
-        )
-        results["ratio_orders_coyote_to_nautilus"] = round(
-            results["coyote_orders_per_s"] / results["nautilus_orders_per_s"],
-            2,  # type: ignore[operator]
-        )
-    record("backtest", results)
-    for name, value in results.items():
-        print(f"{name:34} {value}")
+    nautilus_name = "NautilusTrader 1.221.0 BacktestEngine, same bars"
+    record(
+        [
+            measurement(
+                "backtest.bars_per_s",
+                round(BARS / ours_bars),
+                "bars/s",
+                nautilus_name,
+                round(BARS / theirs_bars[0]) if theirs_bars else None,
+            ),
+            measurement(
+                "backtest.orders_per_s_with_risk_checks",
+                round(placed_risked / ours_risked),
+                "orders/s",
+                nautilus_name,
+                round(theirs_orders[1] / theirs_orders[0]) if theirs_orders else None,
+            ),
+            measurement(
+                "backtest.orders_per_s_without_risk_checks", round(placed / ours_orders), "orders/s"
+            ),
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import best_of, record
+from _common import best_of, measurement, record
 
 from coyote_executor import RecentIds
 from coyote_executor import reference as executor_reference
@@ -46,17 +46,24 @@ def main() -> None:
     reference_bucket = best_of(5, lambda: _bucket_loop(risk_reference.TokenBucket))
     compiled_ids = best_of(5, lambda: _dedupe_loop(RecentIds))
     reference_ids = best_of(5, lambda: _dedupe_loop(executor_reference.RecentIds))
-    results = {
-        "token_bucket_compiled_ns": round(compiled_bucket / CALLS * 1e9, 1),
-        "token_bucket_reference_ns": round(reference_bucket / CALLS * 1e9, 1),
-        "token_bucket_speedup": round(reference_bucket / compiled_bucket, 2),
-        "recent_ids_compiled_ns": round(compiled_ids / CALLS * 1e9, 1),
-        "recent_ids_reference_ns": round(reference_ids / CALLS * 1e9, 1),
-        "recent_ids_speedup": round(reference_ids / compiled_ids, 2),
-    }
-    record("hotpath", results)
-    for name, value in results.items():
-        print(f"{name:28} {value}")
+    record(
+        [
+            measurement(
+                "hotpath.token_bucket_try_acquire_ns",
+                round(compiled_bucket / CALLS * 1e9, 1),
+                "ns",
+                "pure-Python reference",
+                round(reference_bucket / CALLS * 1e9, 1),
+            ),
+            measurement(
+                "hotpath.recent_ids_add_ns",
+                round(compiled_ids / CALLS * 1e9, 1),
+                "ns",
+                "pure-Python reference",
+                round(reference_ids / CALLS * 1e9, 1),
+            ),
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import msgspec
 import redis
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import best_of, median_of, record
+from _common import best_of, measurement, median_of, record
 
 from coyote_sdk.config import StackSettings
 from coyote_sdk.csvdata import read_bars_csv
@@ -134,19 +134,24 @@ def main() -> None:
     bars_read = sum(len(v) for v in reader.bars(SYMBOLS, Timeframe.H1, count=200).values())
     _clean(client, history_venue)
 
-    results = {
-        "ingest_trades": TRADES,
-        "ingest_writer_trades_per_s": round(writer_rate),
-        "ingest_bare_madd_trades_per_s": round(bare_rate),
-        "ingest_ratio_writer_to_bare": round(writer_rate / bare_rate, 3),
-        "history_bars_per_read": bars_read,
-        "history_reader_ms": round(read_s * 1000, 3),
-        "history_bare_mrevrange_ms": round(bare_read_s * 1000, 3),
-        "history_ratio_reader_to_bare": round(read_s / bare_read_s, 3),
-    }
-    record("marketdata", results)
-    for name, value in results.items():
-        print(f"{name:36} {value}")
+    record(
+        [
+            measurement(
+                "marketdata.ingest_trades_per_s",
+                round(writer_rate),
+                "trades/s",
+                "bare pipelined TS.MADD loop with redis-py",
+                round(bare_rate),
+            ),
+            measurement(
+                f"marketdata.history_read_ms_{bars_read}_bars",
+                round(read_s * 1000, 3),
+                "ms",
+                "bare ts().mrevrange",
+                round(bare_read_s * 1000, 3),
+            ),
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from decimal import Decimal as D
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import best_of, record
+from _common import best_of, measurement, record
 
 from coyote_risk import (
     InstrumentSpec,
@@ -80,17 +80,17 @@ def _run(engine_type: type) -> float:
 def main() -> None:
     compiled = _run(RiskEngine)
     pure = _run(reference.RiskEngine)
-    results = {
-        "checks": CHECKS,
-        "compiled_passes_per_s": round(CHECKS / compiled),
-        "compiled_ns_per_check": round(compiled / CHECKS * 1e9, 1),
-        "reference_passes_per_s": round(CHECKS / pure),
-        "reference_ns_per_check": round(pure / CHECKS * 1e9, 1),
-        "speedup": round(pure / compiled, 1),
-    }
-    record("risk", results)
-    for name, value in results.items():
-        print(f"{name:26} {value}")
+    record(
+        [
+            measurement(
+                "risk.full_check_passes_per_s",
+                round(CHECKS / compiled),
+                "checks/s",
+                "the same checks in pure Python (coyote_risk.reference)",
+                round(CHECKS / pure),
+            ),
+        ]
+    )
 
 
 if __name__ == "__main__":
