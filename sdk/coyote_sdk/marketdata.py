@@ -33,7 +33,14 @@ import msgspec
 import redis
 
 from coyote_sdk import protocol
-from coyote_sdk.protocol import Bar, Timeframe, Trade, bar_channel, market_data_key
+from coyote_sdk.protocol import (
+    Bar,
+    Timeframe,
+    Trade,
+    bar_channel,
+    market_data_key,
+    trade_channel,
+)
 
 BAR_FIELDS: Final = ("open", "high", "low", "close", "volume")
 _AGGREGATION: Final = {
@@ -115,6 +122,8 @@ class MarketDataWriter:
         timeframes: The bar timeframes to derive from ticks.
         retention: How long each series keeps its samples.
         publish: Whether to announce each finished bar on its channel.
+        publish_trades: Whether to announce every trade on its symbol's trade channel too (for
+            bots with ``on_tick``; live feeds turn it on, bulk loads leave it off).
     """
 
     def __init__(
@@ -125,8 +134,10 @@ class MarketDataWriter:
         timeframes: Sequence[Timeframe] = tuple(Timeframe),
         retention: Retention | None = None,
         publish: bool = True,
+        publish_trades: bool = False,
     ) -> None:
         self._client = client
+        self.publish_trades = publish_trades
         self.venue = venue
         self.timeframes = tuple(sorted(timeframes, key=lambda tf: tf.milliseconds))
         self.retention = retention or Retention()
@@ -198,6 +209,7 @@ class MarketDataWriter:
         samples: list[_Sample] = []
         closed: list[tuple[str, int, int]] = []  # (symbol, previous bucket, new bucket)
         keys: dict[str, tuple[str, str]] = {}
+        announced: list[Trade] = []
         pipe = self._client.pipeline(transaction=False)
         count = 0
         for trade in trades:
@@ -224,11 +236,16 @@ class MarketDataWriter:
                     if previous is not None:
                         closed.append((symbol, previous, bucket))
             count += 1
+            if self.publish_trades:
+                announced.append(trade)
             if len(samples) >= chunk:
                 pipe.ts().madd(samples)
                 samples = []
         if samples:
             pipe.ts().madd(samples)
+        # After the samples: a bot reacting to a tick may read the price it announces.
+        for trade in announced:
+            pipe.publish(trade_channel(venue, trade.symbol), protocol.encode(trade))
         for reply in pipe.execute(raise_on_error=False):
             _raise_on_sample_errors(reply)
         if self.publish and closed:

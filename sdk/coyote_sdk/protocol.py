@@ -531,6 +531,11 @@ def market_data_key(venue: str, symbol: str, field: str, timeframe: str = "raw")
     return f"{KEY_PREFIX}:md:{venue}:{symbol}:{timeframe}:{field}"
 
 
+def trade_channel(venue: str, symbol: str) -> str:
+    """The Redis pub/sub channel of each :class:`Trade` written by a live feed (as JSON)."""
+    return f"{KEY_PREFIX}:trades:{venue}:{symbol}"
+
+
 def bar_channel(venue: str, symbol: str, timeframe: str) -> str:
     """The Redis pub/sub channel on which each finished :class:`Bar` is published (as JSON)."""
     return f"{KEY_PREFIX}:bars:{venue}:{symbol}:{timeframe}"

@@ -14,6 +14,7 @@ from coyote_sdk import protocol
 from coyote_sdk.config import Endpoints, StackSettings
 from coyote_sdk.control import clear_control_flag, set_control_flag
 from coyote_sdk.dev import Stack
+from coyote_sdk.marketdata import MarketDataWriter
 from coyote_sdk.protocol import BotState, OrderStatus, RuntimeState, Side
 from tests.ports import free_ports
 from tests.sdk._runtime_harness import (
@@ -226,3 +227,35 @@ async def test_a_redis_outage_blocks_intents_until_it_is_back(
 
     assert during_outage == 1
     assert bot.reports[0].reject_code == "control.blocked"
+
+
+class TickTaker(Buyer):
+    """Buys one share on every trade it sees."""
+
+    def on_tick(self, trade: protocol.Trade) -> None:
+        self.buy(trade.symbol, 1, limit=trade.price)
+
+
+async def test_a_bot_with_on_tick_receives_every_trade_a_live_feed_writes(
+    harness: Harness,
+) -> None:
+    set_control_flag(harness.redis, harness.bot_id, BotState.RUNNING)
+    bot = TickTaker()
+    harness.start(bot)
+    await until_state(harness, RuntimeState.RUNNING)
+    writer = MarketDataWriter(harness.redis, venue=harness.venue, publish_trades=True)
+    trades = [
+        protocol.Trade(
+            symbol="GOOG", venue=harness.venue, ts_ms=i, price=Decimal(f"100.{i}"), size=Decimal(1)
+        )
+        for i in range(1, 4)
+    ]
+
+    writer.add_trades(trades)
+    await eventually(lambda: has(harness, 3))
+
+    assert [i.limit_price for i in harness.intents] == [
+        Decimal("100.1"),
+        Decimal("100.2"),
+        Decimal("100.3"),
+    ]  # type: ignore[union-attr]

@@ -15,13 +15,13 @@ from coyote_sdk.cli._common import (
 )
 
 
-def _writer(venue: str):
+def _writer(venue: str, *, publish_trades: bool = False):
     import redis
 
     from coyote_sdk.marketdata import MarketDataWriter
 
     client = redis.Redis.from_url(local_stack().settings.endpoints().redis_url)
-    return MarketDataWriter(client, venue=venue)
+    return MarketDataWriter(client, venue=venue, publish_trades=publish_trades)
 
 
 def _run_feed(work) -> int:
@@ -113,7 +113,7 @@ def feed_random_walk(
     except (ValueError, InvalidOperation) as exc:
         report_error(exc)
         raise typer.Exit(2) from exc
-    writer = _writer(venue)
+    writer = _writer(venue, publish_trades=True)
     say(f"random walk of {sorted(start)} into {venue}, {trades_per_second}/s (Ctrl-C stops)")
     written = _run_feed(
         lambda stop: walk.run(
@@ -137,6 +137,6 @@ def feed_binance(
     from coyote_sdk.logs import configure_logging
 
     configure_logging()
-    writer = _writer(venue)
+    writer = _writer(venue, publish_trades=True)
     written = _run_feed(lambda stop: run_binance(writer, symbols, base_url=url, stop=stop))
     say(f"wrote {written} trades")

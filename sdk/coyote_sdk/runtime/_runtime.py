@@ -45,6 +45,7 @@ from coyote_sdk.protocol import (
     OrderStatus,
     RuntimeState,
     Timeframe,
+    Trade,
 )
 from coyote_sdk.state import RedisState
 
@@ -271,6 +272,9 @@ class BotRuntime:
                 kind, payload = get.result()
                 if kind == "bar":
                     await self.on_bar_event(payload, context, producer)
+                elif kind == "tick":
+                    await self._call("on_tick", payload)
+                    await self._flush(context, producer)
                 else:
                     await self._on_report(payload, context, producer)
         finally:
@@ -411,6 +415,12 @@ class BotRuntime:
             protocol.bar_channel(self.options.venue, symbol, Timeframe(bot_class.timeframe))
             for symbol in bot_class.symbols
         ]
+        ticks = {
+            protocol.trade_channel(self.options.venue, symbol)
+            for symbol in bot_class.symbols
+            if bot_class.on_tick is not Bot.on_tick  # only bots that want ticks pay for them
+        }
+        channels += sorted(ticks)
         while True:
             pubsub = client.pubsub()
             try:
@@ -423,12 +433,13 @@ class BotRuntime:
                         if message["data"].decode() == self.options.bot_id:
                             await self._read_flag(client)
                         continue
+                    kind, message_type = ("tick", Trade) if channel in ticks else ("bar", Bar)
                     try:
-                        bar = protocol.decode(message["data"], Bar)
+                        event = protocol.decode(message["data"], message_type)
                     except protocol.ProtocolError as exc:
-                        self._log.error("bad bar on %s: %s", channel, exc)
+                        self._log.error("bad %s on %s: %s", kind, channel, exc)
                         continue
-                    self._events.put_nowait(("bar", bar))
+                    self._events.put_nowait((kind, event))
             except (redis.RedisError, OSError) as exc:
                 self._log.warning("market data subscription lost: %s; retrying", exc)
                 await asyncio.sleep(0.5)
