@@ -15,7 +15,8 @@ from coyote_sdk.config import Endpoints, StackSettings
 from coyote_sdk.control import clear_control_flag, set_control_flag
 from coyote_sdk.dev import Stack
 from coyote_sdk.marketdata import MarketDataWriter
-from coyote_sdk.protocol import BotState, OrderStatus, RuntimeState, Side
+from coyote_sdk.protocol import BotState, OrderStatus, RuntimeState, Side, Timeframe
+from coyote_sdk.runtime import BotRuntime
 from tests.ports import free_ports
 from tests.sdk._runtime_harness import (
     MINUTE,
@@ -259,3 +260,26 @@ async def test_a_bot_with_on_tick_receives_every_trade_a_live_feed_writes(
         Decimal("100.2"),
         Decimal("100.3"),
     ]  # type: ignore[union-attr]
+
+
+def test_history_is_served_from_memory_once_seeded_and_reread_after_a_gap(
+    harness: Harness,
+) -> None:
+    from coyote_sdk.runtime._runtime import _LiveContext
+
+    runtime = BotRuntime(Buyer(), harness.options(), harness.endpoints)
+    context = _LiveContext(runtime, harness.redis)
+    publish_bars(harness, 1, 2, 3)
+
+    seeded = context.history("GOOG", 2, Timeframe.M1)
+    publish_bars(harness, 4)
+    context.remember(make_bar(harness.venue, 4))
+    for key in harness.redis.scan_iter(match=f"coyote:md:{harness.venue}:*"):
+        harness.redis.delete(key)
+    from_memory = context.history("GOOG", 3, Timeframe.M1)
+    context.remember(make_bar(harness.venue, 6))  # minute 5 never arrived
+    after_gap = context.history("GOOG", 3, Timeframe.M1)
+
+    assert [b.ts_ms // MINUTE for b in seeded] == [2, 3]
+    assert [b.ts_ms // MINUTE for b in from_memory] == [2, 3, 4]
+    assert after_gap == []  # back to Redis, whose series this test deleted

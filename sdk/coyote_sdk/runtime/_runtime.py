@@ -17,6 +17,7 @@ import signal
 import socket
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
@@ -51,6 +52,8 @@ from coyote_sdk.state import RedisState
 
 logger = logging.getLogger("coyote.runtime")
 _MAX_FLUSH_ROUNDS = 10
+_HISTORY_SEED = 500
+"""Bars read per symbol on a bot's first history() call, kept and extended in memory."""
 bot_logger = logging.getLogger("coyote.bot")
 
 
@@ -108,6 +111,7 @@ class _LiveContext:
             bot_logger, {"bot_id": options.bot_id, "account_id": options.account_id}
         )
         self._reader = MarketDataReader(client, venue=options.venue)
+        self._bars: dict[tuple[str, Timeframe], deque[Bar]] = {}
         self.outbox: list[OrderIntent] = []
         self.bar_ts_ms: int | None = None
 
@@ -118,7 +122,29 @@ class _LiveContext:
         self.outbox.append(intent)
 
     def history(self, symbol: str, count: int, timeframe: Timeframe) -> list[Bar]:
-        return self._reader.bars([symbol], timeframe, count=count)[symbol]
+        # Served from the bars the runtime has seen when they reach back far enough and have
+        # no gap; otherwise read from RedisTimeSeries, which also re-seeds the cache.
+        key = (symbol, timeframe)
+        cached = self._bars.get(key)
+        if cached is not None and len(cached) >= count:
+            return list(cached)[len(cached) - count :]
+        bars = self._reader.bars([symbol], timeframe, count=max(count, _HISTORY_SEED))[symbol]
+        self._bars[key] = deque(bars, maxlen=max(count, _HISTORY_SEED))
+        return bars[len(bars) - count :] if count < len(bars) else bars
+
+    def remember(self, bar: Bar) -> None:
+        """Extends the history cache with a bar just received, or drops it on a gap."""
+        key = (bar.symbol, bar.timeframe)
+        cached = self._bars.get(key)
+        if cached is None:
+            return
+        if cached and bar.ts_ms <= cached[-1].ts_ms:
+            return  # a bar already seen (a replay): the cache keeps the first copy
+        if cached and bar.ts_ms - cached[-1].ts_ms != bar.timeframe.milliseconds:
+            # Missed bars in between (a lost subscription), or a market gap: ask Redis next time.
+            del self._bars[key]
+            return
+        cached.append(bar)
 
     def last_price(self, symbol: str) -> Any:
         found = self._reader.last_prices([symbol]).get(symbol)
@@ -285,6 +311,7 @@ class BotRuntime:
     ) -> None:
         """Delivers one bar to the bot and sends what it ordered."""
         self.last_bars[bar.symbol] = bar
+        context.remember(bar)
         self.bars += 1
         context.bar_ts_ms = bar.ts_ms
         try:
