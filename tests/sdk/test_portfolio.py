@@ -7,32 +7,44 @@ from decimal import Decimal
 import pytest
 
 from coyote_sdk.portfolio import Portfolio
-from coyote_sdk.protocol import ExecType, ExecutionReport, OrderStatus, Side, new_intent_id
+from coyote_sdk.protocol import (
+    ExecType,
+    ExecutionReport,
+    NewOrder,
+    OrderStatus,
+    Side,
+    new_intent_id,
+    report_for,
+)
 
 pytestmark = pytest.mark.unit
 
 
-def _fill(
-    side: Side, qty: str, price: str, fee: str = "0", fill_id: str | None = None
-) -> ExecutionReport:
-    order_id = new_intent_id()
-    return ExecutionReport(
-        report_id=new_intent_id(),
-        intent_id=order_id,
-        order_id=order_id,
+def _order(side: Side, qty: str) -> NewOrder:
+    return NewOrder(
+        intent_id=new_intent_id(),
         ts_ms=1,
         account_id="a",
         bot_id="b",
         symbol="EURUSD",
         side=side,
-        exec_type=ExecType.TRADE,
-        order_status=OrderStatus.FILLED,
         quantity=Decimal(qty),
-        filled_quantity=Decimal(qty),
-        last_quantity=Decimal(qty),
+    )
+
+
+def _fill(
+    side: Side, qty: str, price: str, fee: str = "0", fill_id: str | None = None
+) -> ExecutionReport:
+    order = _order(side, qty)
+    return report_for(
+        order,
+        ExecType.TRADE,
+        OrderStatus.FILLED,
+        filled_quantity=order.quantity,
+        last_quantity=order.quantity,
         last_price=Decimal(price),
         fee=Decimal(fee),
-        fill_id=fill_id or str(order_id),
+        fill_id=fill_id or str(order.intent_id),
     )
 
 
@@ -71,31 +83,11 @@ def test_a_replayed_fill_is_applied_once() -> None:
 
 def test_open_orders_follow_the_reports() -> None:
     portfolio = Portfolio()
-    order_id = new_intent_id()
-    common = dict(
-        report_id=new_intent_id(),
-        intent_id=order_id,
-        order_id=order_id,
-        ts_ms=1,
-        account_id="a",
-        bot_id="b",
-        symbol="EURUSD",
-        side=Side.BUY,
-        quantity=Decimal(5),
-    )
+    order = _order(Side.BUY, "5")
 
-    portfolio.apply(
-        ExecutionReport(
-            **common,
-            exec_type=ExecType.ACCEPTED,
-            order_status=OrderStatus.NEW,
-            leaves_quantity=Decimal(5),
-        )
-    )
+    portfolio.apply(report_for(order, ExecType.ACCEPTED, OrderStatus.NEW))
     accepted = list(portfolio.open_orders)
-    portfolio.apply(
-        ExecutionReport(**common, exec_type=ExecType.CANCELED, order_status=OrderStatus.CANCELED)
-    )
+    portfolio.apply(report_for(order, ExecType.CANCELED, OrderStatus.CANCELED))
 
-    assert accepted == [order_id]
+    assert accepted == [order.intent_id]
     assert portfolio.open_orders == {}

@@ -78,6 +78,8 @@ def backtest(
                 timeframe=timeframe,
             )
         ]
+        if fill not in ("next-open", "close"):
+            raise ValueError(f"--fill takes next-open or close, got {fill!r}")
         risk_config = _risk_config(risk, bot_class.symbols) if risk else None
         config = BacktestConfig(
             risk=risk_config,
@@ -88,8 +90,6 @@ def backtest(
                 slippage_bps=Decimal(slippage_bps),
             ),
         )
-        if fill not in ("next-open", "close"):
-            raise ValueError(f"--fill takes next-open or close, got {fill!r}")
         engine = Backtest(bot, bars, config=config)
     except (BotLoadError, ParameterError, CsvDataError, ValueError, InvalidOperation) as exc:
         report_error(exc)
