@@ -67,6 +67,8 @@ cdef class Slot:
     cpdef int check(self, int side, double quantity, double price, bint market,
                     bint reduce_only, int64_t now_ms)
     cpdef void on_fill(self, int side, double quantity)
+    cpdef void reserve(self, int side, double quantity)
+    cpdef void book(self, double position)
     cpdef void release(self, int side, double quantity)
 
 

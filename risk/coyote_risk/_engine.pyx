@@ -258,6 +258,21 @@ cdef class Slot:
         self.symbol.position += side * quantity
         self.release(side, quantity)
 
+    cpdef void reserve(self, int side, double quantity):
+        """Counts ``quantity`` as open without a check: an order already accepted, restored
+        after a restart or a refused replace."""
+        if side > 0:
+            self.open_buy += quantity
+            self.symbol.open_buy += quantity
+        else:
+            self.open_sell += quantity
+            self.symbol.open_sell += quantity
+
+    cpdef void book(self, double position):
+        """Sets the bot's position in the symbol, as recorded (after a restart)."""
+        self.symbol.position += position - self.position
+        self.position = position
+
     cpdef void release(self, int side, double quantity):
         """Frees the open quantity of an order that ended (cancelled, rejected, expired)."""
         if side > 0:

@@ -227,6 +227,18 @@ class Slot:
         self.symbol.position += side * quantity
         self.release(side, quantity)
 
+    def reserve(self, side: int, quantity: float) -> None:
+        if side > 0:
+            self.open_buy += quantity
+            self.symbol.open_buy += quantity
+        else:
+            self.open_sell += quantity
+            self.symbol.open_sell += quantity
+
+    def book(self, position: float) -> None:
+        self.symbol.position += position - self.position
+        self.position = position
+
     def release(self, side: int, quantity: float) -> None:
         if side > 0:
             self.open_buy = max(0.0, self.open_buy - quantity)

@@ -35,6 +35,25 @@ class Position:
     def is_flat(self) -> bool:
         return self.quantity == 0
 
+    def book(self, signed_quantity: Decimal, price: Decimal) -> Decimal:
+        """Applies a fill of ``signed_quantity`` (negative sells) at ``price``; returns the
+        realised PnL it booked (average cost; a flip closes the old side first)."""
+        held = self.quantity
+        qty = abs(signed_quantity)
+        realized = ZERO
+        if held == 0 or (held > 0) == (signed_quantity > 0):
+            self.average_price = (abs(held) * self.average_price + qty * price) / (abs(held) + qty)
+        else:
+            closing = min(qty, abs(held))
+            realized = closing * (price - self.average_price) * (1 if held > 0 else -1)
+            self.realized_pnl += realized
+            if qty > abs(held):  # flipped: the remainder opens at this price
+                self.average_price = price
+            elif qty == abs(held):
+                self.average_price = ZERO
+        self.quantity = held + signed_quantity
+        return realized
+
 
 @dataclasses.dataclass
 class OpenOrder:
@@ -98,13 +117,23 @@ class Portfolio:
         A report repeating a fill already applied (same ``fill_id``) changes nothing.
         """
         fill = None
+        if report.symbol is None or report.side is None:  # a rejection naming no known order
+            self._sent.pop(report.order_id, None)
+            return None
         if report.exec_type is ExecType.TRADE:
             if report.fill_id is not None:
                 if report.fill_id in self._fill_ids:
                     return None
                 self._fill_ids.add(report.fill_id)
             assert report.last_quantity is not None and report.last_price is not None
-            fill = self._book(report, report.last_quantity, report.last_price, report.fee or ZERO)
+            fill = self._book(
+                report,
+                report.symbol,
+                report.side,
+                report.last_quantity,
+                report.last_price,
+                report.fee or ZERO,
+            )
         if report.order_status.is_terminal:
             self.open_orders.pop(report.order_id, None)
             self._sent.pop(report.order_id, None)
@@ -120,30 +149,25 @@ class Portfolio:
             )
         return fill
 
-    def _book(self, report: ExecutionReport, qty: Decimal, price: Decimal, fee: Decimal) -> Fill:
-        position = self.position(report.symbol)
-        signed = qty if report.side is Side.BUY else -qty
+    def _book(
+        self,
+        report: ExecutionReport,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        price: Decimal,
+        fee: Decimal,
+    ) -> Fill:
+        position = self.position(symbol)
+        signed = qty if side is Side.BUY else -qty
         self.cash -= signed * price + fee
         self.fees += fee
-        held = position.quantity
-        realized = ZERO
-        if held == 0 or (held > 0) == (signed > 0):
-            total = abs(held) + qty
-            position.average_price = (abs(held) * position.average_price + qty * price) / total
-        else:
-            closing = min(qty, abs(held))
-            realized = closing * (price - position.average_price) * (1 if held > 0 else -1)
-            position.realized_pnl += realized
-            if qty > abs(held):  # flipped: the remainder opens at this price
-                position.average_price = price
-            elif qty == abs(held):
-                position.average_price = ZERO
-        position.quantity = held + signed
+        realized = position.book(signed, price)
         return Fill(
             order_id=report.order_id,
             ts_ms=report.ts_ms,
-            symbol=report.symbol,
-            side=report.side,
+            symbol=symbol,
+            side=side,
             quantity=qty,
             price=price,
             fee=fee,

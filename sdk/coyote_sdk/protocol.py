@@ -343,8 +343,10 @@ class ExecutionReport(_Message, frozen=True, kw_only=True):
     ts_ms: TimestampMs
     account_id: Identifier
     bot_id: Identifier
-    symbol: Symbol
-    side: Side
+    symbol: Symbol | None
+    """None only in a rejection of an intent that names no known order (a malformed intent,
+    a cancel of an unknown order)."""
+    side: Side | None
     exec_type: ExecType
     order_status: OrderStatus
     quantity: Decimal
@@ -372,6 +374,8 @@ class ExecutionReport(_Message, frozen=True, kw_only=True):
             raise ValueError("a trade report needs `last_quantity` and `last_price`")
         if self.exec_type is ExecType.REJECTED and not self.reject_code:
             raise ValueError("a rejection needs a `reject_code`")
+        if self.exec_type is not ExecType.REJECTED and (self.symbol is None or self.side is None):
+            raise ValueError("only a rejection may leave `symbol` and `side` empty")
 
 
 def report_for(
@@ -462,6 +466,20 @@ class BotStatus(_Message, frozen=True, kw_only=True):
     detail: str | None = None
 
 
+class Alert(_Message, frozen=True, kw_only=True):
+    """Something an operator must look at: a circuit breaker tripped, a broker failing,
+    positions drifting from the broker's. Kept in the Redis stream :data:`ALERTS_STREAM`."""
+
+    alert_id: uuid.UUID
+    ts_ms: TimestampMs
+    severity: Literal["info", "warning", "critical"]
+    kind: Annotated[str, msgspec.Meta(max_length=64, examples=["broker.circuit_open"])]
+    """Machine-readable, e.g. ``broker.circuit_open``, ``reconciliation.drift``."""
+    account_id: Identifier | None = None
+    bot_id: Identifier | None = None
+    message: str
+
+
 # -- TOPICS AND KEYS -----------------------------------------------------------------------
 
 
@@ -518,6 +536,9 @@ def state_key(bot_id: str) -> str:
     """The Redis hash of a bot's key-value state store (JSON values)."""
     return f"{KEY_PREFIX}:bot:{bot_id}:state"
 
+
+ALERTS_STREAM: Final = f"{KEY_PREFIX}:alerts"
+"""Redis stream of :class:`Alert` messages (field ``alert``: the JSON), newest last."""
 
 CONTROL_CHANNEL: Final = f"{KEY_PREFIX}:control"
 """Redis pub/sub channel on which the supervisor announces a changed flag (the bot id)."""
@@ -617,6 +638,7 @@ MESSAGE_TYPES: Final = (
     ExecutionReport,
     ControlFlag,
     BotStatus,
+    Alert,
 )
 
 

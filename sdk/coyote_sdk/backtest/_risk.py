@@ -73,6 +73,8 @@ class RiskGate:
 
     def on_report(self, report: ExecutionReport) -> None:
         """Books fills and frees what ended orders had reserved."""
+        if report.symbol is None:
+            return
         slot = self._engine.slot(report.bot_id, report.symbol)
         if slot is None:
             return
