@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -13,8 +16,20 @@ class Settings(CoyoteSettings):
 
     database_url: str = "sqlite:///.coyote/executor.db"
     """Where orders and fills are persisted; SQLite is the embedded default."""
+    accounts_file: Path = Path("examples/accounts.toml")
+    """The trading accounts, their brokers and risk limits (see docs/executor.md)."""
     group_id: str = "coyote-executor"
     """Kafka consumer group of the executors; partitions follow accounts."""
-    dedupe_window: int = 100_000
+    instance_id: str = Field(default_factory=socket.gethostname)
+    """This executor's stable name; a restart under the same name fences the old process."""
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    """Most intents handled in one step (one database transaction, one Kafka transaction)."""
+    reconcile_interval_s: float = Field(default=5.0, gt=0)
+    """How often open orders are compared with the brokers."""
+    broker_failure_limit: int = Field(default=5, ge=1)
+    """Consecutive failed broker calls that open an account's broker circuit (HALTED)."""
+    dedupe_window: int = Field(default=100_000, ge=1)
     """How many recent intent ids are remembered in memory before the database is asked."""
+    paper_match_interval_ms: int = Field(default=100, ge=1)
+    """How often the paper broker checks resting orders against the last prices."""
     stack: StackSettings = Field(default_factory=StackSettings)

@@ -1,0 +1,458 @@
+"""The paper broker: a simulated venue, driven by the market data in RedisTimeSeries.
+
+Market orders fill at the last price plus slippage; limit orders fill at once when marketable
+(at the better of the limit and the last price) and otherwise rest until the last price crosses
+them; stop orders trigger when the last price reaches the stop. With ``liquidity`` set, no single
+execution exceeds it, so large orders fill in parts over successive price updates. IOC fills what
+it can now and cancels the rest; FOK fills entirely or is cancelled; DAY orders expire when the
+UTC day changes. Fees are charged in basis points of notional; a latency can be simulated.
+
+The venue's book lives in Redis, not in the executor's memory, so it survives an executor crash
+exactly like a real broker would: ``coyote:paper:{account}:orders`` holds each order under its
+client order id, ``:open`` the ids still working, and ``:submissions`` how many times each
+client order id was submitted — the count a test reads to prove no order was sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import logging
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+
+import msgspec
+import redis.asyncio as aioredis
+
+from coyote_executor.brokers.base import (
+    Broker,
+    BrokerFill,
+    BrokerOrder,
+    BrokerOrderState,
+    UnknownOrder,
+    UpdateListener,
+)
+from coyote_executor.prices import PriceBook
+from coyote_sdk.protocol import OrderStatus, OrderType, Side, TimeInForce, now_ms
+
+log = logging.getLogger(__name__)
+
+ZERO = Decimal(0)
+BPS = Decimal(10_000)
+_DAY_MS = 86_400_000
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperSettings:
+    """How the paper broker fills one account's orders.
+
+    Attributes:
+        venue: The market data venue whose prices drive the fills.
+        slippage_bps: Adverse slippage of market and stop fills, in basis points.
+        fee_bps: Fee per fill, in basis points of its notional.
+        latency_ms: Simulated time before the venue answers a submission.
+        liquidity: Largest quantity of one execution (None: any size fills at once).
+        max_price_age_ms: A market order is rejected when the last price is older than this.
+    """
+
+    venue: str
+    slippage_bps: Decimal = ZERO
+    fee_bps: Decimal = ZERO
+    latency_ms: int = 0
+    liquidity: Decimal | None = None
+    max_price_age_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.slippage_bps < 0 or self.fee_bps < 0 or self.latency_ms < 0:
+            raise ValueError("slippage_bps, fee_bps and latency_ms must not be negative")
+        if self.liquidity is not None and self.liquidity <= 0:
+            raise ValueError("liquidity must be positive")
+
+
+class _Fill(msgspec.Struct, frozen=True):
+    fill_id: str
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    ts_ms: int
+
+
+class _PaperOrder(msgspec.Struct, kw_only=True):
+    client_order_id: str
+    broker_order_id: str
+    account_id: str
+    symbol: str
+    side: Side
+    order_type: OrderType
+    time_in_force: TimeInForce
+    quantity: Decimal
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    triggered: bool = False
+    status: OrderStatus = OrderStatus.NEW
+    fills: list[_Fill] = msgspec.field(default_factory=list)
+    reject_code: str | None = None
+    reject_reason: str | None = None
+    created_ms: int
+    updated_ms: int
+
+    @property
+    def filled(self) -> Decimal:
+        return sum((f.quantity for f in self.fills), ZERO)
+
+    def state(self) -> BrokerOrderState:
+        filled = self.filled
+        average = sum((f.quantity * f.price for f in self.fills), ZERO) / filled if filled else None
+        return BrokerOrderState(
+            client_order_id=self.client_order_id,
+            status=self.status,
+            quantity=self.quantity,
+            filled_quantity=filled,
+            average_price=average,
+            broker_order_id=self.broker_order_id,
+            limit_price=self.limit_price,
+            stop_price=self.stop_price,
+            fills=tuple(
+                BrokerFill(f.fill_id, f.quantity, f.price, f.ts_ms, f.fee) for f in self.fills
+            ),
+            reject_code=self.reject_code,
+            reject_reason=self.reject_reason,
+            ts_ms=self.updated_ms,
+        )
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(_PaperOrder).decode
+
+
+def _key(account_id: str, part: str) -> str:
+    return f"coyote:paper:{account_id}:{part}"
+
+
+class PaperBroker(Broker):
+    """A simulated broker for the accounts in ``accounts``.
+
+    Args:
+        client: Async Redis client of the stack (market data and the venue's book).
+        accounts: Fill settings per account id.
+        match_interval_ms: How often resting orders are checked against the last prices.
+    """
+
+    name = "paper"
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        accounts: Mapping[str, PaperSettings],
+        *,
+        match_interval_ms: int = 100,
+    ) -> None:
+        self._client = client
+        self._accounts = dict(accounts)
+        self._prices = PriceBook(client, max_age_ms=0)
+        self._interval = match_interval_ms / 1000
+        self._open: dict[str, dict[str, _PaperOrder]] = {a: {} for a in accounts}
+        self._lock = asyncio.Lock()
+        self._listener: UpdateListener | None = None
+        self._matcher: asyncio.Task[None] | None = None
+
+    def submissions_key(self, account_id: str) -> str:
+        """The Redis hash counting submissions per client order id."""
+        return _key(account_id, "submissions")
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, listener: UpdateListener) -> None:
+        self._listener = listener
+        for account_id in self._accounts:
+            ids = await self._client.smembers(_key(account_id, "open"))
+            if ids:
+                raw = await self._client.hmget(_key(account_id, "orders"), list(ids))
+                for blob in raw:
+                    if blob is not None:
+                        order = _decode(blob)
+                        self._open[account_id][order.client_order_id] = order
+        self._matcher = asyncio.create_task(self._match_forever(), name="paper-matcher")
+
+    async def close(self) -> None:
+        if self._matcher is not None:
+            self._matcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._matcher
+            self._matcher = None
+
+    # -- orders ----------------------------------------------------------------------------
+
+    async def submit(self, order: BrokerOrder) -> BrokerOrderState:
+        (state,) = await self.submit_many([order])
+        return state
+
+    async def submit_many(self, orders: Sequence[BrokerOrder]) -> list[BrokerOrderState]:
+        """Submits several orders with a handful of Redis round trips in all."""
+        if not orders:
+            return []
+        for order in orders:
+            self._settings(order.account_id)
+        async with self._lock:
+            pipe = self._client.pipeline(transaction=False)
+            for order in orders:
+                pipe.hget(_key(order.account_id, "orders"), order.client_order_id)
+            existing = await pipe.execute()
+            fresh = [o for o, blob in zip(orders, existing, strict=True) if blob is None]
+            latency = max((self._accounts[o.account_id].latency_ms for o in fresh), default=0)
+            if latency:
+                await asyncio.sleep(latency / 1000)
+            by_venue: dict[str, set[str]] = {}
+            for order in fresh:
+                by_venue.setdefault(self._accounts[order.account_id].venue, set()).add(order.symbol)
+            prices = {
+                venue: await self._prices.latest(venue, symbols)
+                for venue, symbols in by_venue.items()
+            }
+            now = now_ms()
+            pipe = self._client.pipeline(transaction=True)
+            states: list[BrokerOrderState] = []
+            seen: dict[str, _PaperOrder] = {}
+            for order, blob in zip(orders, existing, strict=True):
+                if blob is not None or order.client_order_id in seen:
+                    pipe.hincrby(self.submissions_key(order.account_id), order.client_order_id, 1)
+                    known = seen.get(order.client_order_id) or _decode(blob)
+                    states.append(known.state())
+                    continue
+                settings = self._accounts[order.account_id]
+                paper = self._accept(order, settings, prices[settings.venue].get(order.symbol), now)
+                seen[order.client_order_id] = paper
+                self._queue_save(pipe, paper, submission=True)
+                states.append(paper.state())
+            await pipe.execute()
+            return states
+
+    def _accept(
+        self,
+        order: BrokerOrder,
+        settings: PaperSettings,
+        last: tuple[int, Decimal] | None,
+        now: int,
+    ) -> _PaperOrder:
+        paper = _PaperOrder(
+            client_order_id=order.client_order_id,
+            broker_order_id=f"paper-{order.client_order_id}",
+            account_id=order.account_id,
+            symbol=order.symbol,
+            side=order.side,
+            order_type=order.order_type,
+            time_in_force=order.time_in_force,
+            quantity=order.quantity,
+            limit_price=order.limit_price,
+            stop_price=order.stop_price,
+            created_ms=now,
+            updated_ms=now,
+        )
+        stale = last is None or (
+            settings.max_price_age_ms is not None and now - last[0] > settings.max_price_age_ms
+        )
+        if order.order_type is OrderType.MARKET and stale:
+            paper.status = OrderStatus.REJECTED
+            paper.reject_code = "broker.no_market_data"
+            paper.reject_reason = f"no recent price of {order.symbol} on venue {settings.venue}"
+        elif last is not None:
+            self._match(paper, last[1], now, settings, first=True)
+        return paper
+
+    async def cancel(self, account_id: str, client_order_id: str) -> BrokerOrderState:
+        async with self._lock:
+            paper = await self._load(account_id, client_order_id)
+            if not paper.status.is_terminal:
+                paper.status = OrderStatus.CANCELED
+                paper.updated_ms = now_ms()
+                await self._save(paper)
+            return paper.state()
+
+    async def replace(
+        self,
+        account_id: str,
+        client_order_id: str,
+        *,
+        quantity: Decimal | None = None,
+        limit_price: Decimal | None = None,
+        stop_price: Decimal | None = None,
+    ) -> BrokerOrderState:
+        async with self._lock:
+            paper = await self._load(account_id, client_order_id)
+            if paper.status.is_terminal:
+                return paper.state()
+            if quantity is not None:
+                if quantity < paper.filled:
+                    raise ValueError(
+                        f"cannot replace the quantity with {quantity}: "
+                        f"{paper.filled} already filled"
+                    )
+                paper.quantity = quantity
+            if limit_price is not None:
+                paper.limit_price = limit_price
+            if stop_price is not None:
+                paper.stop_price = stop_price
+            paper.updated_ms = now_ms()
+            if paper.filled >= paper.quantity:
+                paper.status = OrderStatus.FILLED
+            await self._save(paper)
+            return paper.state()
+
+    async def lookup(self, account_id: str, client_order_id: str) -> BrokerOrderState | None:
+        blob = await self._client.hget(_key(account_id, "orders"), client_order_id)
+        return None if blob is None else _decode(blob).state()
+
+    async def open_orders(self, account_id: str) -> list[BrokerOrderState]:
+        return [o.state() for o in self._open.get(account_id, {}).values()]
+
+    async def positions(self, account_id: str) -> dict[str, Decimal]:
+        held: dict[str, Decimal] = {}
+        async for _, blob in self._client.hscan_iter(_key(account_id, "orders")):
+            order = _decode(blob)
+            signed = order.filled if order.side is Side.BUY else -order.filled
+            if signed:
+                held[order.symbol] = held.get(order.symbol, ZERO) + signed
+        return held
+
+    # -- matching --------------------------------------------------------------------------
+
+    def _match(
+        self,
+        paper: _PaperOrder,
+        last: Decimal,
+        now: int,
+        settings: PaperSettings,
+        *,
+        first: bool = False,
+    ) -> bool:
+        """Fills what ``last`` allows; returns whether the order changed."""
+        buy = paper.side is Side.BUY
+        price: Decimal | None = None
+        if paper.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and not paper.triggered:
+            stop = paper.stop_price
+            assert stop is not None
+            if (buy and last >= stop) or (not buy and last <= stop):
+                paper.triggered = True
+            elif not first or paper.time_in_force not in (TimeInForce.IOC, TimeInForce.FOK):
+                return False
+        if paper.order_type is OrderType.MARKET or (
+            paper.order_type is OrderType.STOP and paper.triggered
+        ):
+            price = self._slipped(paper.side, last, settings)
+        elif paper.triggered or paper.order_type is OrderType.LIMIT:
+            limit = paper.limit_price
+            assert limit is not None
+            if (buy and last <= limit) or (not buy and last >= limit):
+                # Marketable on arrival: it takes the better price. Resting: the market traded
+                # through it, and a resting order fills at its limit.
+                price = (min(limit, last) if buy else max(limit, last)) if first else limit
+        leaves = paper.quantity - paper.filled
+        immediate = first and paper.time_in_force in (TimeInForce.IOC, TimeInForce.FOK)
+        if price is None or leaves <= 0:
+            if immediate:
+                paper.status = OrderStatus.CANCELED
+                paper.updated_ms = now
+                return True
+            return False
+        size = leaves if settings.liquidity is None else min(leaves, settings.liquidity)
+        if paper.time_in_force is TimeInForce.FOK and first and size < leaves:
+            paper.status = OrderStatus.CANCELED
+            paper.updated_ms = now
+            return True
+        paper.fills.append(
+            _Fill(
+                fill_id=f"{paper.broker_order_id}-{len(paper.fills) + 1}",
+                quantity=size,
+                price=price,
+                fee=size * price * settings.fee_bps / BPS,
+                ts_ms=now,
+            )
+        )
+        paper.updated_ms = now
+        if paper.filled >= paper.quantity:
+            paper.status = OrderStatus.FILLED
+        elif immediate:
+            paper.status = OrderStatus.CANCELED  # IOC: the rest is cancelled
+        else:
+            paper.status = OrderStatus.PARTIALLY_FILLED
+        return True
+
+    @staticmethod
+    def _slipped(side: Side, price: Decimal, settings: PaperSettings) -> Decimal:
+        if not settings.slippage_bps:
+            return price
+        factor = settings.slippage_bps / BPS
+        return price * (1 + factor) if side is Side.BUY else price * (1 - factor)
+
+    async def _match_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.match_once()
+            except Exception:  # a bad tick must not stop the venue; the next one retries
+                log.exception("paper broker: matching failed")
+
+    async def match_once(self) -> None:
+        """Checks every resting order against the last prices once."""
+        for account_id, working in self._open.items():
+            if not working:
+                continue
+            settings = self._accounts[account_id]
+            changed: list[BrokerOrderState] = []
+            async with self._lock:
+                prices = await self._prices.latest(
+                    settings.venue, {o.symbol for o in working.values()}
+                )
+                now = now_ms()
+                for paper in list(working.values()):
+                    if paper.time_in_force is TimeInForce.DAY and (
+                        now // _DAY_MS > paper.created_ms // _DAY_MS
+                    ):
+                        paper.status = OrderStatus.EXPIRED
+                        paper.updated_ms = now
+                    else:
+                        last = prices.get(paper.symbol)
+                        if last is None or not self._match(paper, last[1], now, settings):
+                            continue
+                    await self._save(paper)
+                    changed.append(paper.state())
+            if changed and self._listener is not None:
+                outcome = self._listener(account_id, changed)
+                if inspect.isawaitable(outcome):
+                    await outcome
+
+    # -- storage ---------------------------------------------------------------------------
+
+    def _settings(self, account_id: str) -> PaperSettings:
+        settings = self._accounts.get(account_id)
+        if settings is None:
+            raise UnknownOrder(f"the paper broker has no account {account_id!r}")
+        return settings
+
+    async def _load(self, account_id: str, client_order_id: str) -> _PaperOrder:
+        self._settings(account_id)
+        blob = await self._client.hget(_key(account_id, "orders"), client_order_id)
+        if blob is None:
+            raise UnknownOrder(f"no paper order {client_order_id} on account {account_id}")
+        return _decode(blob)
+
+    async def _save(self, paper: _PaperOrder) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        self._queue_save(pipe, paper)
+        await pipe.execute()
+
+    def _queue_save(
+        self, pipe: aioredis.client.Pipeline, paper: _PaperOrder, *, submission: bool = False
+    ) -> None:
+        account_id, client_id = paper.account_id, paper.client_order_id
+        pipe.hset(_key(account_id, "orders"), client_id, _encode(paper))
+        if submission:
+            pipe.hincrby(self.submissions_key(account_id), client_id, 1)
+        if paper.status.is_terminal:
+            pipe.srem(_key(account_id, "open"), client_id)
+            self._open[account_id].pop(client_id, None)
+        else:
+            pipe.sadd(_key(account_id, "open"), client_id)
+            self._open[account_id][client_id] = paper

@@ -1,0 +1,120 @@
+"""``coyote-executor``: run the executor, check its books."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import redis.asyncio as aioredis
+import typer
+
+from coyote_executor.accounts import load_accounts
+from coyote_executor.brokers.base import Broker
+from coyote_executor.brokers.paper import PaperBroker
+from coyote_executor.config import Settings
+from coyote_executor.service import Executor, ExecutorOptions
+from coyote_executor.store import Store
+from coyote_sdk.logs import configure_logging
+
+app = typer.Typer(
+    help="The Coyote executor: order intents from Kafka through risk to brokers.",
+    no_args_is_help=True,
+)
+log = logging.getLogger("coyote.executor")
+
+AccountsOpt = Annotated[
+    Path | None, typer.Option("--accounts", help="Accounts file (default: settings).")
+]
+
+
+@app.command()
+def run(
+    accounts: AccountsOpt = None,
+    instance: Annotated[
+        str | None, typer.Option(help="Stable instance name (default: the host name).")
+    ] = None,
+) -> None:
+    """Consume intents until interrupted.
+
+    Example: COYOTE_EXECUTOR_DATABASE_URL=postgresql://... coyote-executor run --accounts a.toml
+    """
+    configure_logging()
+    settings = Settings()
+    if accounts is not None:
+        settings.accounts_file = accounts
+    if instance is not None:
+        settings.instance_id = instance
+    log.info("effective configuration:\n%s", settings.describe())
+    try:
+        asyncio.run(serve(settings))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def verify(accounts: AccountsOpt = None, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Recompute every position from its fills and report mismatches (exit 1 if any)."""
+    settings = Settings()
+    configs = load_accounts(accounts or settings.accounts_file)
+    store = Store(settings.database_url)
+    store.create_schema()
+    problems = {a: store.verify_positions(a) for a in configs}
+    if as_json:
+        typer.echo(json.dumps(problems))
+    else:
+        for account_id, found in problems.items():
+            typer.echo(f"{account_id}: {'ok' if not found else '; '.join(found)}")
+    if any(problems.values()):
+        raise typer.Exit(1)
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Builds the executor from ``settings`` and runs it until ``stop`` (or SIGINT/SIGTERM)."""
+    accounts = load_accounts(settings.accounts_file)
+    endpoints = settings.stack.endpoints()
+    client = aioredis.Redis.from_url(endpoints.redis_url)
+    store = Store(settings.database_url)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    paper = PaperBroker(
+        client,
+        {a: c.paper for a, c in accounts.items() if c.paper is not None},
+        match_interval_ms=settings.paper_match_interval_ms,
+    )
+    brokers: dict[str, Broker] = {}
+    for account_id, config in accounts.items():
+        if config.broker == "paper":
+            brokers[account_id] = paper
+        else:
+            raise ValueError(f"account {account_id}: the {config.broker} adapter is not wired yet")
+    executor = Executor(
+        accounts,
+        brokers=brokers,
+        store=store,
+        redis=client,
+        kafka_bootstrap=endpoints.kafka_bootstrap,
+        options=ExecutorOptions(
+            group_id=settings.group_id,
+            instance_id=settings.instance_id,
+            batch_size=settings.batch_size,
+            reconcile_interval_s=settings.reconcile_interval_s,
+            broker_failure_limit=settings.broker_failure_limit,
+            dedupe_window=settings.dedupe_window,
+        ),
+    )
+    try:
+        await executor.run(stop)
+    finally:
+        store.close()
+        await client.aclose()
+
+
+def main() -> None:
+    app()

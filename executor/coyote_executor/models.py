@@ -1,0 +1,181 @@
+"""The executor's tables: intents, orders, fills, positions, balances and execution reports.
+
+The executor owns these tables; the reports service reads them. Quantities and prices are exact
+decimals: ``NUMERIC`` on PostgreSQL, decimal text on SQLite (whose numbers are binary floats).
+Timestamps are integer milliseconds, as on the wire.
+
+Positions and balances are derived state: each is updated in the transaction that records the
+fills changing it, and :meth:`coyote_executor.store.Store.verify_positions` recomputes them from
+the fills to prove it.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+# -- COLUMN TYPES ----------------------------------------------------------------------------
+
+
+class ExactDecimal(sa.types.TypeDecorator[Decimal]):
+    """A decimal stored without loss: ``NUMERIC`` where the database has it, text elsewhere."""
+
+    impl = sa.String(64)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(sa.Numeric(asdecimal=True))
+        return dialect.type_descriptor(sa.String(64))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if dialect.name == "postgresql":
+            return value
+        return str(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return value if isinstance(value, Decimal) else Decimal(value)
+
+
+def _decimal(*, nullable: bool = False, default: Decimal | None = None) -> Any:
+    return Field(default=default, sa_type=ExactDecimal, nullable=nullable)
+
+
+# -- TABLES ----------------------------------------------------------------------------------
+
+
+class Intent(SQLModel, table=True):
+    """Every intent the executor decided on, with the decision: the dedupe record.
+
+    A rejected intent keeps its reason code here, next to the intent itself.
+    """
+
+    __tablename__ = "intents"
+
+    intent_id: str = Field(primary_key=True, max_length=36)
+    account_id: str = Field(index=True, max_length=64)
+    bot_id: str = Field(max_length=64)
+    action: str = Field(max_length=16)
+    order_id: str | None = Field(default=None, max_length=36)
+    """The order it placed or acted on."""
+    accepted: bool
+    reject_code: str | None = Field(default=None, max_length=64)
+    reject_reason: str | None = None
+    received_ms: int = Field(sa_type=sa.BigInteger)
+    body: str
+    """The intent as received (JSON)."""
+    source_partition: int | None = None
+    source_offset: int | None = Field(default=None, sa_type=sa.BigInteger)
+    """The Kafka record that carried it: the same record seen again means the step that decided
+    it never committed (its reports are published again); another record with the same intent
+    id is a duplicate message, ignored."""
+
+
+class Order(SQLModel, table=True):
+    """An order; ``order_id`` is the placing intent's id and the broker's client order id.
+
+    It is written with status ``pending_new`` *before* the order is sent, so after a crash the
+    executor knows which orders may be at the broker and asks the broker about them by id.
+    """
+
+    __tablename__ = "orders"
+    __table_args__ = (sa.Index("ix_orders_account_status", "account_id", "status"),)
+
+    order_id: str = Field(primary_key=True, max_length=36)
+    account_id: str = Field(max_length=64)
+    bot_id: str = Field(max_length=64)
+    symbol: str = Field(max_length=32)
+    side: str = Field(max_length=4)
+    order_type: str = Field(max_length=16)
+    time_in_force: str = Field(max_length=4)
+    quantity: Decimal = _decimal()
+    limit_price: Decimal | None = _decimal(nullable=True)
+    stop_price: Decimal | None = _decimal(nullable=True)
+    reduce_only: bool = False
+    status: str = Field(max_length=20)
+    filled_quantity: Decimal = _decimal(default=Decimal(0))
+    average_price: Decimal | None = _decimal(nullable=True)
+    broker_order_id: str | None = Field(default=None, max_length=64)
+    reject_code: str | None = Field(default=None, max_length=64)
+    reject_reason: str | None = None
+    created_ms: int = Field(sa_type=sa.BigInteger)
+    updated_ms: int = Field(sa_type=sa.BigInteger)
+    bar_ts_ms: int | None = Field(default=None, sa_type=sa.BigInteger)
+
+
+class Fill(SQLModel, table=True):
+    """One execution; a TimescaleDB hypertable on ``ts_ms`` when the extension is there."""
+
+    __tablename__ = "fills"
+    __table_args__ = (sa.Index("ix_fills_account_ts", "account_id", "ts_ms"),)
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    fill_id: str = Field(primary_key=True, max_length=64)
+    ts_ms: int = Field(primary_key=True, sa_type=sa.BigInteger)
+    order_id: str = Field(index=True, max_length=36)
+    bot_id: str = Field(max_length=64)
+    symbol: str = Field(max_length=32)
+    side: str = Field(max_length=4)
+    quantity: Decimal = _decimal()
+    price: Decimal = _decimal()
+    fee: Decimal = _decimal(default=Decimal(0))
+    fee_currency: str | None = Field(default=None, max_length=8)
+    realized_pnl: Decimal = _decimal(default=Decimal(0))
+
+
+class Position(SQLModel, table=True):
+    """A bot's position in a symbol on an account (its sub-ledger), at average cost."""
+
+    __tablename__ = "positions"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    bot_id: str = Field(primary_key=True, max_length=64)
+    symbol: str = Field(primary_key=True, max_length=32)
+    quantity: Decimal = _decimal(default=Decimal(0))
+    average_price: Decimal = _decimal(default=Decimal(0))
+    realized_pnl: Decimal = _decimal(default=Decimal(0))
+    updated_ms: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class Balance(SQLModel, table=True):
+    """A bot's cash flows on an account: what its fills paid and received, and fees."""
+
+    __tablename__ = "balances"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    bot_id: str = Field(primary_key=True, max_length=64)
+    cash: Decimal = _decimal(default=Decimal(0))
+    """Net cash from fills (sells minus buys minus fees), in the account's currency."""
+    fees: Decimal = _decimal(default=Decimal(0))
+    updated_ms: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class Report(SQLModel, table=True):
+    """Every execution report, as published: replayed verbatim after a crash."""
+
+    __tablename__ = "execution_reports"
+    __table_args__ = (sa.Index("ix_execution_reports_unpublished", "published"),)
+
+    report_id: str = Field(primary_key=True, max_length=36)
+    intent_id: str = Field(index=True, max_length=36)
+    order_id: str = Field(index=True, max_length=36)
+    account_id: str = Field(max_length=64)
+    ts_ms: int = Field(sa_type=sa.BigInteger)
+    exec_type: str = Field(max_length=16)
+    body: bytes = Field(sa_type=sa.LargeBinary)
+    with_offsets: bool = True
+    """Published in the Kafka transaction that commits its intent's offset (and again if that
+    intent is redelivered); otherwise a late event, published from this table."""
+    published: bool = True
+    """False until a late event's report has been published."""
+
+
+TABLES = (Intent, Order, Fill, Position, Balance, Report)

@@ -1,0 +1,977 @@
+"""The executor: order intents from Kafka, through the risk engine, to brokers, and back.
+
+One step of the loop takes a batch of intent records and:
+
+1. decodes each strictly — a record that is not a valid intent goes to the dead-letter topic
+   (and, if it names its account, bot and intent id, gets a rejection report);
+2. drops intents already decided (the in-memory :class:`RecentIds`, then the ``intents`` table);
+   if the very same record was decided before, the step that decided it never committed, so
+   the reports recorded for it are published again;
+3. checks each new order with the account's risk engine;
+4. **records** the decisions and the accepted orders as ``pending_new`` (one transaction) —
+   nothing reaches a broker that the database does not know about;
+5. sends the orders to the brokers under their intent ids as client order ids;
+6. records what the brokers answered: statuses, fills, positions, reports (one transaction);
+7. publishes the reports and commits the records' offsets in **one Kafka transaction**.
+
+A crash anywhere leaves one of three pictures, each repaired on restart: nothing recorded (the
+records are consumed again and decided afresh); decisions recorded but the outcome not (the
+records come again, are recognised, and the ``pending_new`` orders are looked up at the broker by
+their client order id — sent only if the broker never saw them); everything recorded but not
+published (the recorded reports are published with the offsets). A broker never sees an order
+twice, and a consumer reading reports with ``read_committed`` sees each report once.
+
+Late events — a resting order filled, an order expired, drift found by reconciliation — are
+recorded first and then published from the ``execution_reports`` table (see docs/executor.md
+for the one narrow window in which such a report can be published twice, same ``report_id``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import msgspec
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.partitioner import DefaultPartitioner
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from coyote_executor._dedupe import RecentIds
+from coyote_executor.accounts import AccountConfig
+from coyote_executor.brokers.base import (
+    Broker,
+    BrokerError,
+    BrokerOrder,
+    BrokerOrderState,
+    BrokerUnavailable,
+    UnknownOrder,
+)
+from coyote_executor.orders import Advance, LiveOrder, advance, reject
+from coyote_executor.prices import PriceBook
+from coyote_executor.store import Changes, Store, intent_row
+from coyote_risk import REASONS, RiskEngine
+from coyote_sdk import protocol
+from coyote_sdk.protocol import (
+    ALERTS_STREAM,
+    EXECUTION_REPORTS_TOPIC,
+    INTENTS_DEAD_LETTER_TOPIC,
+    INTENTS_TOPIC,
+    Alert,
+    CancelAll,
+    CancelOrder,
+    ExecType,
+    ExecutionReport,
+    NewOrder,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    ProtocolError,
+    ReplaceOrder,
+    Side,
+    now_ms,
+    report_for,
+)
+
+log = logging.getLogger("coyote.executor")
+
+_T = TypeVar("_T")
+_SIDE = {Side.BUY: 1, Side.SELL: -1}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorOptions:
+    """How the executor runs.
+
+    Attributes:
+        group_id: Kafka consumer group of all executors; partitions follow accounts.
+        instance_id: This executor's stable name (a pod name); its transactional id is
+            ``{group_id}-{instance_id}``, so a restarted instance fences its predecessor.
+        batch_size: Most intent records handled in one step.
+        reconcile_interval_s: How often open orders and positions are compared with brokers.
+        broker_failure_limit: Consecutive failed broker calls after which an account's broker
+            circuit opens: the account goes HALTED and an alert is raised.
+        dedupe_window: Intent ids remembered in memory before the database is asked.
+        max_intent_age_ms: An intent older than this when it arrives is rejected
+            (``intent.expired``) rather than traded on a market that has moved on, e.g. after
+            an executor outage. None accepts any age.
+        intents_topic, reports_topic, dead_letter_topic: The protocol's topics; other names
+            only for isolated tests.
+    """
+
+    group_id: str = "coyote-executor"
+    instance_id: str = "0"
+    batch_size: int = 500
+    reconcile_interval_s: float = 5.0
+    broker_failure_limit: int = 5
+    dedupe_window: int = 100_000
+    max_intent_age_ms: int | None = 60_000
+    intents_topic: str = INTENTS_TOPIC.name
+    reports_topic: str = EXECUTION_REPORTS_TOPIC.name
+    dead_letter_topic: str = INTENTS_DEAD_LETTER_TOPIC.name
+
+
+@dataclasses.dataclass
+class _Account:
+    config: AccountConfig
+    broker: Broker
+    engine: RiskEngine
+    failures: int = 0
+
+
+@dataclasses.dataclass
+class _Step:
+    """What one step decided, sent and must publish."""
+
+    reports_topic: str
+    source: tuple[int, int] | None = None
+    """Partition and offset of the record being decided."""
+    changes: Changes = dataclasses.field(default_factory=Changes)
+    publish: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = dataclasses.field(
+        default_factory=list
+    )
+    """(topic, key, value, headers) to produce in the step's transaction."""
+    actions: list[tuple[OrderIntent, LiveOrder]] = dataclasses.field(default_factory=list)
+    """Broker calls in the order their intents arrived: a NewOrder submits its order, a
+    cancel or replace acts on the open order it names."""
+
+    def decided(self, intent: OrderIntent, raw: bytes, now: int, **decision: Any) -> None:
+        """Records the decision on ``intent``, carried by the record at :attr:`source`."""
+        self.changes.intents.append(intent_row(intent, raw, now, source=self.source, **decision))
+
+    def report(self, report: ExecutionReport) -> None:
+        self.changes.reports.append(report)
+        self.publish.append(
+            (
+                self.reports_topic,
+                report.account_id.encode(),
+                protocol.encode(report),
+                [],
+            )
+        )
+
+
+class Executor:
+    """Runs the intent loop for the configured accounts.
+
+    Args:
+        accounts: Every account the executors serve (each instance owns those whose intent
+            partitions it is assigned).
+        brokers: The broker of each account id.
+        store: The durable record.
+        redis: Async client of the stack's Redis (market data, alerts).
+        kafka_bootstrap: Kafka bootstrap servers.
+        options: Group, instance id, batch size, intervals.
+    """
+
+    def __init__(
+        self,
+        accounts: Mapping[str, AccountConfig],
+        *,
+        brokers: Mapping[str, Broker],
+        store: Store,
+        redis: aioredis.Redis,
+        kafka_bootstrap: str,
+        options: ExecutorOptions | None = None,
+    ) -> None:
+        missing = sorted(set(accounts) - set(brokers))
+        if missing:
+            raise ValueError(f"no broker for account {missing[0]!r}")
+        self.options = options or ExecutorOptions()
+        self._configs = dict(accounts)
+        self._brokers = dict(brokers)
+        self._store = store
+        self._redis = redis
+        self._bootstrap = kafka_bootstrap
+        self._prices = PriceBook(redis)
+        self._recent = RecentIds(self.options.dedupe_window)
+        self._accounts: dict[str, _Account] = {}
+        """Accounts this instance owns now, with their risk state."""
+        self._orders: dict[str, LiveOrder] = {}
+        """Open orders of the owned accounts, by order id."""
+        self._updates: asyncio.Queue[tuple[str, Sequence[BrokerOrderState]]] = asyncio.Queue()
+        self._assigned: set[TopicPartition] | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._last_reconcile = 0.0
+        self.ready = asyncio.Event()
+        """Set once the executor owns its partitions and has recovered their accounts."""
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Runs until ``stop`` is set (or forever)."""
+        stop = stop or asyncio.Event()
+        await self._durably(self._store.create_schema, stop)
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            transactional_id=f"{self.options.group_id}-{self.options.instance_id}",
+            enable_idempotence=True,
+            acks="all",
+        )
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=self.options.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=self.options.batch_size,
+        )
+        await self._producer.start()
+        brokers = {id(b): b for b in self._brokers.values()}.values()
+        try:
+            for broker in brokers:
+                await broker.start(self._on_broker_update)
+            self._consumer.subscribe([self.options.intents_topic], listener=_Rebalance(self))
+            await self._consumer.start()
+            log.info(
+                "executor %s started for %d accounts", self.options.instance_id, len(self._configs)
+            )
+            while not stop.is_set():
+                await self._step(stop)
+        finally:
+            for broker in brokers:
+                await broker.close()
+            await self._consumer.stop()
+            await self._producer.stop()
+
+    async def _step(self, stop: asyncio.Event) -> None:
+        assert self._consumer is not None
+        if self._assigned is not None:
+            assigned, self._assigned = self._assigned, None
+            await self._take_over(assigned, stop)
+        batch = await self._consumer.getmany(timeout_ms=50, max_records=self.options.batch_size)
+        records = [record for part in batch.values() for record in part]
+        if records:
+            offsets = {tp: part[-1].offset + 1 for tp, part in batch.items()}
+            await self._handle_intents(records, offsets, stop)
+        await self._handle_updates(stop)
+        if time.monotonic() - self._last_reconcile >= self.options.reconcile_interval_s:
+            self._last_reconcile = time.monotonic()
+            await self._reconcile(stop)
+
+    # -- intents ---------------------------------------------------------------------------
+
+    async def _handle_intents(
+        self, records: list[Any], offsets: dict[TopicPartition, int], stop: asyncio.Event
+    ) -> None:
+        now = now_ms()
+        step = _Step(self.options.reports_topic)
+        decoded: list[tuple[OrderIntent, bytes, tuple[int, int]]] = []
+        for record in records:
+            try:
+                intent = protocol.decode_intent(record.value)
+            except ProtocolError as exc:
+                self._dead_letter(step, record, exc, now)
+                continue
+            decoded.append((intent, record.value, (record.partition, record.offset)))
+        # Ids decided by this process are answered from memory; the database knows the rest.
+        candidates = [str(i.intent_id) for i, _, _ in decoded if i.intent_id not in self._recent]
+        known = await self._durably(lambda: self._store.known_intents(candidates), stop)
+        fresh: list[tuple[OrderIntent, bytes, tuple[int, int]]] = []
+        redelivered: list[str] = []
+        for intent, raw, source in decoded:
+            key = str(intent.intent_id)
+            if intent.intent_id in self._recent:
+                log.info("duplicate intent %s ignored", key)
+            elif key not in known:
+                known[key] = source  # a second copy later in this batch is a duplicate
+                fresh.append((intent, raw, source))
+            elif known[key] == source:
+                # This very record was decided before, but that step's transaction never
+                # committed (the executor stopped first): publish the recorded reports now.
+                redelivered.append(key)
+            else:
+                log.info("duplicate intent %s ignored (first seen at %s)", key, known[key])
+        if redelivered:
+            recorded = await self._durably(
+                lambda: self._store.reports_of_intents(redelivered), stop
+            )
+            for account_id, body in recorded:
+                step.publish.append((self.options.reports_topic, account_id.encode(), body, []))
+            log.info(
+                "%d intents redelivered; %d recorded reports published",
+                len(redelivered),
+                len(recorded),
+            )
+        await self._refresh_prices(fresh, now)
+        for intent, raw, source in fresh:
+            step.source = source
+            self._decide(step, intent, raw, now)
+            self._recent.add(intent.intent_id)
+        await self._durably(lambda: self._store.apply(step.changes), stop)
+        outcome = Changes()
+        await self._send(step, outcome, now)
+        await self._durably(lambda: self._store.apply(outcome), stop)
+        for report in outcome.reports:
+            step.publish.append(
+                (
+                    self.options.reports_topic,
+                    report.account_id.encode(),
+                    protocol.encode(report),
+                    [],
+                )
+            )
+        await self._publish(step.publish, offsets, stop)
+
+    def _decide(self, step: _Step, intent: OrderIntent, raw: bytes, now: int) -> None:
+        account = self._accounts.get(intent.account_id)
+        order_id = str(getattr(intent, "order_id", intent.intent_id))
+        if account is None:
+            code = "account.unknown"
+            reason = f"account {intent.account_id!r} is not served by this executor"
+            if intent.account_id in self._configs:
+                code, reason = (
+                    "account.not_owned",
+                    f"account {intent.account_id!r} moved to another executor",
+                )
+            self._refuse(step, intent, raw, now, code, reason)
+            return
+        max_age = self.options.max_intent_age_ms
+        if max_age is not None and now - intent.ts_ms > max_age:
+            self._refuse(
+                step,
+                intent,
+                raw,
+                now,
+                "intent.expired",
+                f"the intent is {now - intent.ts_ms} ms old; intents older than {max_age} ms "
+                "are not traded",
+            )
+            return
+        if isinstance(intent, NewOrder):
+            self._decide_new(step, account, intent, raw, now)
+            return
+        if isinstance(intent, CancelAll):
+            targets = [
+                o
+                for o in self._orders.values()
+                if o.intent.account_id == intent.account_id
+                and o.intent.bot_id == intent.bot_id
+                and intent.symbol in (None, o.intent.symbol)
+            ]
+            step.decided(intent, raw, now, order_id=None)
+            step.actions.extend((intent, o) for o in targets)
+            return
+        order = self._orders.get(order_id)
+        if order is None or order.intent.bot_id != intent.bot_id:
+            self._refuse(step, intent, raw, now, "order.not_open", f"order {order_id} is not open")
+            return
+        if isinstance(intent, CancelOrder):
+            step.decided(intent, raw, now, order_id=order_id)
+            step.actions.append((intent, order))
+            return
+        assert isinstance(intent, ReplaceOrder)
+        refused = self._check_replace(account, order, intent, now)
+        if refused:
+            self._refuse(
+                step,
+                intent,
+                raw,
+                now,
+                REASONS[refused],
+                f"refused by the risk engine: {REASONS[refused]}",
+                order=order,
+            )
+            return
+        step.decided(intent, raw, now, order_id=order_id)
+        step.actions.append((intent, order))
+
+    def _decide_new(
+        self, step: _Step, account: _Account, intent: NewOrder, raw: bytes, now: int
+    ) -> None:
+        slot = account.engine.slot(intent.bot_id, intent.symbol)
+        if slot is None:
+            code = REASONS.index("risk.instrument_unknown")
+        else:
+            price = intent.limit_price if intent.limit_price is not None else intent.stop_price
+            code = slot.check(
+                _SIDE[intent.side],
+                float(intent.quantity),
+                float(price) if price is not None else 0.0,
+                intent.order_type in (OrderType.MARKET, OrderType.STOP),
+                intent.reduce_only,
+                now,
+            )
+        order = LiveOrder.placed(intent, now)
+        if code:
+            reason = f"refused by the risk engine: {REASONS[code]}"
+            step.decided(
+                intent,
+                raw,
+                now,
+                order_id=str(intent.intent_id),
+                reject_code=REASONS[code],
+                reject_reason=reason,
+            )
+            step.report(reject(order, REASONS[code], reason, now))
+            step.changes.new_orders.append(order)
+            return
+        step.decided(intent, raw, now, order_id=str(intent.intent_id))
+        step.changes.new_orders.append(order)
+        step.actions.append((intent, order))
+        self._orders[str(order.order_id)] = order
+
+    def _check_replace(
+        self, account: _Account, order: LiveOrder, intent: ReplaceOrder, now: int
+    ) -> int:
+        slot = account.engine.slot(order.intent.bot_id, order.intent.symbol)
+        if slot is None:
+            return REASONS.index("risk.instrument_unknown")
+        side = _SIDE[order.intent.side]
+        leaves = float(order.quantity - order.filled_quantity)
+        quantity = intent.quantity if intent.quantity is not None else order.quantity
+        new_leaves = float(quantity - order.filled_quantity)
+        if new_leaves <= 0:
+            return REASONS.index("risk.invalid_quantity")
+        price = intent.limit_price or order.limit_price or intent.stop_price or order.stop_price
+        slot.release(side, leaves)
+        code = slot.check(
+            side,
+            new_leaves,
+            float(price) if price is not None else 0.0,
+            order.intent.order_type in (OrderType.MARKET, OrderType.STOP),
+            order.intent.reduce_only,
+            now,
+        )
+        if code:
+            slot.reserve(side, leaves)
+        return int(code)
+
+    def _refuse(
+        self,
+        step: _Step,
+        intent: OrderIntent,
+        raw: bytes,
+        now: int,
+        code: str,
+        reason: str,
+        *,
+        order: LiveOrder | None = None,
+    ) -> None:
+        """Rejects an intent that places no order, or acts on one it may not."""
+        order_id = getattr(intent, "order_id", intent.intent_id)
+        step.decided(
+            intent, raw, now, order_id=str(order_id), reject_code=code, reject_reason=reason
+        )
+        if isinstance(intent, NewOrder):
+            placed = LiveOrder.placed(intent, now)
+            step.report(reject(placed, code, reason, now))
+            step.changes.new_orders.append(placed)
+            return
+        if order is None:
+            order = self._orders.get(str(order_id))
+        if order is not None:
+            step.report(
+                report_for(
+                    order.intent,
+                    ExecType.REJECTED,
+                    order.status,
+                    cause=intent,
+                    ts_ms=now,
+                    quantity=order.quantity,
+                    filled_quantity=order.filled_quantity,
+                    reject_code=code,
+                    reject_reason=reason,
+                )
+            )
+            return
+        step.report(_orphan_rejection(intent, order_id, now, code, reason))
+
+    def _dead_letter(self, step: _Step, record: Any, error: ProtocolError, now: int) -> None:
+        code = f"decode.{error.code}"
+        log.warning(
+            "intent at %s/%d offset %d refused: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            error,
+        )
+        headers = [
+            ("coyote-error-code", code.encode()),
+            ("coyote-error", str(error)[:500].encode()),
+            ("coyote-source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+        ]
+        step.publish.append(
+            (self.options.dead_letter_topic, record.key, record.value or b"", headers)
+        )
+        ids = _salvage_ids(record.value)
+        if ids is not None:
+            intent_id, account_id, bot_id, symbol, side = ids
+            step.report(
+                ExecutionReport(
+                    report_id=protocol.new_intent_id(),
+                    intent_id=intent_id,
+                    order_id=intent_id,
+                    ts_ms=now,
+                    account_id=account_id,
+                    bot_id=bot_id,
+                    symbol=symbol,
+                    side=side,
+                    exec_type=ExecType.REJECTED,
+                    order_status=OrderStatus.REJECTED,
+                    quantity=Decimal(0),
+                    reject_code=code,
+                    reject_reason=str(error)[:500],
+                )
+            )
+
+    # -- brokers ---------------------------------------------------------------------------
+
+    async def _send(self, step: _Step, outcome: Changes, now: int) -> None:
+        """Makes the step's broker calls in arrival order, submitting runs of new orders
+        together."""
+        run: list[LiveOrder] = []
+        for intent, order in step.actions:
+            if isinstance(intent, NewOrder):
+                run.append(order)
+                continue
+            await self._submit(run, outcome, now)
+            run = []
+            if isinstance(intent, ReplaceOrder):
+                await self._replace(intent, order, outcome, now)
+            else:
+                await self._cancel(intent, order, outcome, now)
+        await self._submit(run, outcome, now)
+
+    async def _submit(self, orders: list[LiveOrder], outcome: Changes, now: int) -> None:
+        by_broker: dict[int, list[LiveOrder]] = {}
+        for order in orders:
+            broker = self._accounts[order.intent.account_id].broker
+            by_broker.setdefault(id(broker), []).append(order)
+        for group in by_broker.values():
+            account = self._accounts[group[0].intent.account_id]
+            try:
+                states = await account.broker.submit_many([_broker_order(o) for o in group])
+            except BrokerError as exc:
+                # The outcome is unknown: the orders stay pending_new and reconciliation asks
+                # the broker about them by client order id; none is ever sent again blindly.
+                self._broker_failed(account, exc)
+                continue
+            account.failures = 0
+            for order, state in zip(group, states, strict=True):
+                self._advance(order, state, outcome, now)
+
+    async def _cancel(
+        self, intent: OrderIntent, order: LiveOrder, outcome: Changes, now: int
+    ) -> None:
+        account = self._accounts[order.intent.account_id]
+        try:
+            state = await account.broker.cancel(order.intent.account_id, str(order.order_id))
+        except UnknownOrder as exc:
+            self._refuse_action(intent, order, outcome, now, "order.not_open", str(exc))
+            return
+        except BrokerError as exc:
+            self._broker_failed(account, exc)
+            self._refuse_action(intent, order, outcome, now, exc.code, str(exc))
+            return
+        self._advance(order, state, outcome, now, cause=intent)
+        self._answered(intent, order, outcome, now)
+
+    async def _replace(
+        self, intent: ReplaceOrder, order: LiveOrder, outcome: Changes, now: int
+    ) -> None:
+        account = self._accounts[order.intent.account_id]
+        try:
+            state = await account.broker.replace(
+                order.intent.account_id,
+                str(order.order_id),
+                quantity=intent.quantity,
+                limit_price=intent.limit_price,
+                stop_price=intent.stop_price,
+            )
+        except (BrokerError, ValueError) as exc:
+            if isinstance(exc, BrokerUnavailable):
+                self._broker_failed(account, exc)
+            code = exc.code if isinstance(exc, BrokerError) else "broker.replace_refused"
+            self._refuse_action(intent, order, outcome, now, code, str(exc))
+            return
+        self._advance(order, state, outcome, now, cause=intent)
+        self._answered(intent, order, outcome, now)
+
+    def _answered(self, intent: OrderIntent, order: LiveOrder, outcome: Changes, now: int) -> None:
+        """Rejects a cancel or replace the broker's answer did not carry out (the order had
+        ended first), so that every such intent gets an answer."""
+        if isinstance(intent, CancelAll):
+            return
+        if not any(r.intent_id == intent.intent_id for r in outcome.reports):
+            self._refuse_action(
+                intent, order, outcome, now, "order.not_open", f"order {order.order_id} had ended"
+            )
+
+    def _refuse_action(
+        self,
+        intent: OrderIntent,
+        order: LiveOrder,
+        outcome: Changes,
+        now: int,
+        code: str,
+        reason: str,
+    ) -> None:
+        outcome.reports.append(
+            report_for(
+                order.intent,
+                ExecType.REJECTED,
+                order.status,
+                cause=intent,
+                ts_ms=now,
+                quantity=order.quantity,
+                filled_quantity=order.filled_quantity,
+                reject_code=code,
+                reject_reason=reason,
+            )
+        )
+
+    def _advance(
+        self,
+        order: LiveOrder,
+        state: BrokerOrderState,
+        changes: Changes,
+        now: int,
+        *,
+        cause: OrderIntent | None = None,
+    ) -> Advance:
+        """Moves ``order`` to ``state``: reports and fills into ``changes``, risk booked."""
+        leaves_before = order.quantity - order.filled_quantity
+        result = advance(order, state, now, cause=cause)
+        if not result.changed:
+            return result
+        changes.update(order)
+        changes.reports.extend(result.reports)
+        changes.fills.extend(result.fills)
+        account = self._accounts.get(order.intent.account_id)
+        if account is not None:
+            slot = account.engine.slot(order.intent.bot_id, order.intent.symbol)
+            side = _SIDE[order.intent.side]
+            if slot is not None:
+                leaves_after = order.quantity - order.filled_quantity
+                if leaves_after != leaves_before - sum(
+                    (f.fill.quantity for f in result.fills), Decimal(0)
+                ):
+                    # A replace changed the quantity: move the reservation with it.
+                    slot.release(side, float(leaves_before))
+                    slot.reserve(
+                        side,
+                        float(
+                            leaves_after + sum((f.fill.quantity for f in result.fills), Decimal(0))
+                        ),
+                    )
+                for fill in result.fills:
+                    slot.on_fill(side, float(fill.fill.quantity))
+                if order.status.is_terminal and order.status is not OrderStatus.FILLED:
+                    slot.release(side, float(order.quantity - order.filled_quantity))
+        if order.status.is_terminal:
+            self._orders.pop(str(order.order_id), None)
+        return result
+
+    def _broker_failed(self, account: _Account, error: Exception) -> None:
+        account.failures += 1
+        log.warning(
+            "account %s: broker call failed (%d in a row): %s",
+            account.config.account_id,
+            account.failures,
+            error,
+        )
+        if account.failures == self.options.broker_failure_limit:
+            account.engine.set_state("halted")
+            self._alert(
+                "critical",
+                "broker.circuit_open",
+                f"{account.failures} broker calls failed in a row ({error}); account halted",
+                account_id=account.config.account_id,
+            )
+
+    async def _on_broker_update(self, account_id: str, states: Sequence[BrokerOrderState]) -> None:
+        self._updates.put_nowait((account_id, states))
+
+    async def _handle_updates(self, stop: asyncio.Event) -> None:
+        if self._updates.empty():
+            return
+        changes = Changes(with_offsets=False)
+        now = now_ms()
+        while not self._updates.empty():
+            _, states = self._updates.get_nowait()
+            for state in states:
+                order = self._orders.get(state.client_order_id)
+                if order is not None:
+                    self._advance(order, state, changes, now)
+        await self._durably(lambda: self._store.apply(changes), stop)
+        await self._publish_outbox(stop)
+
+    async def _publish_outbox(self, stop: asyncio.Event) -> None:
+        """Publishes recorded reports that no intent's transaction carried (late events)."""
+        while True:
+            pending = await self._durably(self._store.unpublished_reports, stop)
+            if not pending:
+                return
+            await self._publish(
+                [(self.options.reports_topic, a.encode(), body, []) for _, a, body in pending],
+                None,
+                stop,
+            )
+            published = [report_id for report_id, _, _ in pending]
+            await self._durably(functools.partial(self._store.mark_published, published), stop)
+
+    # -- ownership and reconciliation ------------------------------------------------------
+
+    async def _take_over(self, assigned: set[TopicPartition], stop: asyncio.Event) -> None:
+        """Loads the risk state and open orders of the accounts on ``assigned`` partitions and
+        reconciles their in-flight orders with the brokers."""
+        partitions = sorted(p.partition for p in assigned)
+        all_partitions = list(range(INTENTS_TOPIC.partitions))
+        if self._consumer is not None:
+            known = self._consumer.partitions_for_topic(self.options.intents_topic)
+            if known:
+                all_partitions = sorted(known)
+        partitioner = DefaultPartitioner()
+        owned = [
+            a
+            for a in self._configs
+            if partitioner(a.encode(), all_partitions, all_partitions) in partitions
+        ]
+        self._accounts = {}
+        self._orders = {}
+        for account_id in owned:
+            config = self._configs[account_id]
+            engine = RiskEngine(config.risk, now_ms())
+            account = _Account(config, self._brokers[account_id], engine)
+            positions = await self._durably(
+                functools.partial(self._store.positions, account_id), stop
+            )
+            for position in positions:
+                slot = engine.slot(position.bot_id, position.symbol)
+                if slot is not None:
+                    slot.book(float(position.quantity))
+            self._accounts[account_id] = account
+        open_orders = await self._durably(lambda: self._store.open_orders(owned), stop)
+        for order in open_orders:
+            self._orders[str(order.order_id)] = order
+            slot = self._accounts[order.intent.account_id].engine.slot(
+                order.intent.bot_id, order.intent.symbol
+            )
+            if slot is not None:
+                slot.reserve(
+                    _SIDE[order.intent.side], float(order.quantity - order.filled_quantity)
+                )
+        log.info(
+            "owning partitions %s: %d accounts, %d open orders",
+            partitions,
+            len(owned),
+            len(open_orders),
+        )
+        await self._reconcile(stop, resubmit=True)
+        self.ready.set()
+
+    async def _reconcile(self, stop: asyncio.Event, *, resubmit: bool = False) -> None:
+        """Compares every open order with its broker and applies what changed.
+
+        With ``resubmit``, a ``pending_new`` order the broker has never seen is sent now: it
+        was recorded but the executor stopped before sending it.
+        """
+        changes = Changes(with_offsets=False)
+        now = now_ms()
+        for account in self._accounts.values():
+            account_id = account.config.account_id
+            orders = [o for o in list(self._orders.values()) if o.intent.account_id == account_id]
+            if not orders:
+                continue
+            try:
+                for order in orders:
+                    state = await account.broker.lookup(account_id, str(order.order_id))
+                    if state is None and order.status is OrderStatus.PENDING_NEW and resubmit:
+                        state = await account.broker.submit(_broker_order(order))
+                    if state is not None:
+                        self._advance(order, state, changes, now)
+            except BrokerError as exc:
+                self._broker_failed(account, exc)
+                continue
+            account.failures = 0
+        await self._durably(lambda: self._store.apply(changes), stop)
+        await self._publish_outbox(stop)
+
+    # -- prices, publishing, alerts ---------------------------------------------------------
+
+    async def _refresh_prices(
+        self, intents: Iterable[tuple[OrderIntent, Any, Any]], now: int
+    ) -> None:
+        wanted: dict[str, set[str]] = {}
+        for intent, _, _ in intents:
+            if intent.account_id not in self._accounts:
+                continue
+            symbol = None
+            if isinstance(intent, NewOrder):
+                symbol = intent.symbol
+            elif isinstance(intent, ReplaceOrder):
+                order = self._orders.get(str(intent.order_id))
+                symbol = order.intent.symbol if order is not None else None
+            if symbol is not None:
+                wanted.setdefault(intent.account_id, set()).add(symbol)
+        for account_id, symbols in wanted.items():
+            account = self._accounts[account_id]
+            try:
+                prices = await self._prices.latest(account.config.venue, symbols)
+            except aioredis.RedisError as exc:
+                log.warning("last prices unavailable (%s): checks run on the last known", exc)
+                return
+            for symbol, (ts_ms, price) in prices.items():
+                account.engine.update_price(symbol, float(price), ts_ms)
+
+    async def _publish(
+        self,
+        messages: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]],
+        offsets: dict[TopicPartition, int] | None,
+        stop: asyncio.Event,
+    ) -> None:
+        """Produces ``messages`` (and commits ``offsets``) in one Kafka transaction, retrying
+        the whole transaction until Kafka takes it."""
+        assert self._producer is not None
+        if not messages and not offsets:
+            return
+        delay = 0.1
+        while True:
+            try:
+                async with self._producer.transaction():
+                    for topic, key, value, headers in messages:
+                        await self._producer.send(topic, value, key=key, headers=headers or None)
+                    if offsets:
+                        await self._producer.send_offsets_to_transaction(
+                            offsets, self.options.group_id
+                        )
+                return
+            except ProducerFenced:
+                raise
+            except KafkaError as exc:
+                if stop.is_set():
+                    raise
+                log.warning("Kafka transaction failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _durably(self, call: Callable[[], _T], stop: asyncio.Event) -> _T:
+        """Runs a database call in a worker thread, waiting out database outages: while the
+        database is down the executor consumes and sends nothing."""
+        delay = 0.2
+        while True:
+            try:
+                return await asyncio.to_thread(call)
+            except (OperationalError, DBAPIError) as exc:
+                # Outages only (connection lost, server restarting); a constraint or data
+                # error is a bug and must surface, not loop.
+                if stop.is_set() or not (
+                    isinstance(exc, OperationalError) or exc.connection_invalidated
+                ):
+                    raise
+                log.error(
+                    "database unavailable (%s); holding for %.1fs", exc.__class__.__name__, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _alert(
+        self, severity: str, kind: str, message: str, *, account_id: str | None = None
+    ) -> None:
+        alert = Alert(
+            alert_id=protocol.new_intent_id(),
+            ts_ms=now_ms(),
+            severity=severity,  # type: ignore[arg-type]
+            kind=kind,
+            account_id=account_id,
+            message=message,
+        )
+        log.error("ALERT %s: %s", kind, message)
+        task = asyncio.ensure_future(
+            self._redis.xadd(ALERTS_STREAM, {"alert": protocol.encode(alert)}, maxlen=10_000)
+        )
+        task.add_done_callback(_log_failure)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        # Each step finishes (records, publishes, commits) before the next poll, so there is
+        # nothing in flight to hand over: the next owner rebuilds the state from the database,
+        # and so does this executor when its new assignment arrives.
+        log.info("partitions revoked: %s", sorted(p.partition for p in revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._executor._assigned = set(assigned)
+
+
+def _broker_order(order: LiveOrder) -> BrokerOrder:
+    intent = order.intent
+    return BrokerOrder(
+        client_order_id=str(intent.intent_id),
+        account_id=intent.account_id,
+        symbol=intent.symbol,
+        side=intent.side,
+        quantity=order.quantity,
+        order_type=intent.order_type,
+        limit_price=order.limit_price,
+        stop_price=order.stop_price,
+        time_in_force=intent.time_in_force,
+    )
+
+
+def _orphan_rejection(
+    intent: OrderIntent, order_id: uuid.UUID, now: int, code: str, reason: str
+) -> ExecutionReport:
+    return ExecutionReport(
+        report_id=protocol.new_intent_id(),
+        intent_id=intent.intent_id,
+        order_id=order_id,
+        ts_ms=now,
+        account_id=intent.account_id,
+        bot_id=intent.bot_id,
+        symbol=getattr(intent, "symbol", None),
+        side=getattr(intent, "side", None),
+        exec_type=ExecType.REJECTED,
+        order_status=OrderStatus.REJECTED,
+        quantity=Decimal(0),
+        reject_code=code,
+        reject_reason=reason,
+    )
+
+
+class _Ids(msgspec.Struct):
+    intent_id: uuid.UUID
+    account_id: protocol.Identifier
+    bot_id: protocol.Identifier
+
+
+class _Instrument(msgspec.Struct):
+    symbol: protocol.Symbol
+    side: Side
+
+
+def _salvage_ids(raw: bytes | None) -> tuple[uuid.UUID, str, str, str | None, Side | None] | None:
+    """The ids a refused record names, if they can be read: enough to tell its bot why."""
+    try:
+        ids = msgspec.json.decode(raw or b"", type=_Ids)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    try:
+        instrument: _Instrument | None = msgspec.json.decode(raw or b"", type=_Instrument)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        instrument = None
+    return (
+        ids.intent_id,
+        ids.account_id,
+        ids.bot_id,
+        instrument.symbol if instrument else None,
+        instrument.side if instrument else None,
+    )
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("alert not stored: %s", task.exception())

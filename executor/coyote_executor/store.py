@@ -1,0 +1,473 @@
+"""The executor's durable record: PostgreSQL in production, SQLite embedded.
+
+All writes of one step go through :meth:`Store.apply` in a single transaction, so the database
+always holds a consistent picture: an intent's decision with its order, an order's new state
+with its fills, positions, balances and reports. The executor calls it from a worker thread
+(the database drivers are synchronous) and never publishes a report the database has not
+committed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlmodel import SQLModel
+
+from coyote_executor.models import TABLES, Balance, Fill, Intent, Order, Position, Report
+from coyote_executor.orders import FillEvent, LiveOrder
+from coyote_sdk import protocol
+from coyote_sdk.portfolio import Position as Book
+from coyote_sdk.protocol import ExecutionReport, NewOrder, OrderStatus, OrderType, Side, TimeInForce
+
+log = logging.getLogger(__name__)
+
+ZERO = Decimal(0)
+_MUTABLE = (
+    "status",
+    "quantity",
+    "limit_price",
+    "stop_price",
+    "filled_quantity",
+    "average_price",
+    "broker_order_id",
+    "reject_code",
+    "reject_reason",
+    "updated_ms",
+)
+_OPEN = [s.value for s in OrderStatus if not s.is_terminal]
+
+
+@dataclasses.dataclass(slots=True)
+class Changes:
+    """Everything one step of the executor writes, committed together."""
+
+    intents: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    new_orders: list[LiveOrder] = dataclasses.field(default_factory=list)
+    updated_orders: dict[str, LiveOrder] = dataclasses.field(default_factory=dict)
+    fills: list[FillEvent] = dataclasses.field(default_factory=list)
+    reports: list[ExecutionReport] = dataclasses.field(default_factory=list)
+    with_offsets: bool = True
+    """Whether the reports go out in the Kafka transaction that commits the offsets of the
+    intents that caused them (then a redelivered intent re-publishes them), or are late events
+    published from the table afterwards (the outbox)."""
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.intents or self.new_orders or self.updated_orders or self.fills or self.reports
+        )
+
+    def update(self, order: LiveOrder) -> None:
+        self.updated_orders[str(order.order_id)] = order
+
+
+class Store:
+    """Orders, fills, positions, balances and reports in one SQL database.
+
+    Args:
+        url: A SQLAlchemy URL: ``sqlite:///path.db`` or ``postgresql+psycopg://...``
+            (``postgresql://`` is taken to mean psycopg 3).
+    """
+
+    def __init__(self, url: str, *, connect_args: dict[str, Any] | None = None) -> None:
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        self.url = url
+        self.engine = sa.create_engine(url, connect_args=connect_args or {}, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.timescale = False
+
+    def create_schema(self) -> None:
+        """Creates missing tables; on PostgreSQL with TimescaleDB, ``fills`` becomes a
+        hypertable. Idempotent."""
+        tables = [getattr(t, "__table__") for t in TABLES]  # noqa: B009 - untyped attribute
+        SQLModel.metadata.create_all(self.engine, tables=tables)
+        if self.engine.dialect.name != "postgresql":
+            return
+        with self.engine.begin() as conn:
+            available = conn.execute(
+                sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+            ).first()
+            if available is None:
+                log.info("TimescaleDB is not available: fills stay a plain table")
+                return
+            conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS timescaledb"))
+            conn.execute(
+                sa.text(
+                    "SELECT create_hypertable('fills', 'ts_ms', chunk_time_interval => 86400000, "
+                    "if_not_exists => TRUE, migrate_data => TRUE)"
+                )
+            )
+            self.timescale = True
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def known_intents(self, intent_ids: Sequence[str]) -> dict[str, tuple[int | None, int | None]]:
+        """Which of ``intent_ids`` the executor has already decided on, with the partition and
+        offset of the record that carried each."""
+        if not intent_ids:
+            return {}
+        table = Intent.__table__  # type: ignore[attr-defined]
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(table.c.intent_id, table.c.source_partition, table.c.source_offset).where(
+                    table.c.intent_id.in_(list(intent_ids))
+                )
+            )
+            return {row[0]: (row[1], row[2]) for row in rows}
+
+    def reports_of_intents(self, intent_ids: Sequence[str]) -> list[tuple[str, bytes]]:
+        """The reports recorded for publication with ``intent_ids``' offsets (account id,
+        body), oldest first."""
+        if not intent_ids:
+            return []
+        table = Report.__table__  # type: ignore[attr-defined]
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(table.c.account_id, table.c.body)
+                .where(table.c.intent_id.in_(list(intent_ids)), table.c.with_offsets.is_(True))
+                .order_by(table.c.report_id)
+            )
+            return [(row[0], bytes(row[1])) for row in rows]
+
+    def unpublished_reports(self, limit: int = 1000) -> list[tuple[str, str, bytes]]:
+        """Reports written but not yet published: (report id, account id, body)."""
+        table = Report.__table__  # type: ignore[attr-defined]
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(table.c.report_id, table.c.account_id, table.c.body)
+                .where(table.c.published.is_(False))
+                .order_by(table.c.report_id)
+                .limit(limit)
+            )
+            return [(row[0], row[1], bytes(row[2])) for row in rows]
+
+    def mark_published(self, report_ids: Iterable[str]) -> None:
+        ids = list(report_ids)
+        if not ids:
+            return
+        table = Report.__table__  # type: ignore[attr-defined]
+        with self.engine.begin() as conn:
+            conn.execute(table.update().where(table.c.report_id.in_(ids)).values(published=True))
+
+    def open_orders(self, account_ids: Iterable[str]) -> list[LiveOrder]:
+        """Every order of the accounts that is not terminal (``pending_new`` included)."""
+        table = Order.__table__  # type: ignore[attr-defined]
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(table).where(
+                    table.c.account_id.in_(list(account_ids)), table.c.status.in_(_OPEN)
+                )
+            ).mappings()
+            return [_live_order(row) for row in rows]
+
+    def order(self, order_id: str) -> LiveOrder | None:
+        table = Order.__table__  # type: ignore[attr-defined]
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(sa.select(table).where(table.c.order_id == order_id))
+                .mappings()
+                .first()
+            )
+            return None if row is None else _live_order(row)
+
+    def positions(self, account_id: str) -> list[Position]:
+        """The account's positions per bot and symbol, flat ones included."""
+        table = Position.__table__  # type: ignore[attr-defined]
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(table).where(table.c.account_id == account_id)).mappings()
+            return [Position.model_validate(dict(row)) for row in rows]
+
+    def verify_positions(self, account_id: str) -> list[str]:
+        """Recomputes every position of the account from its fills; returns each mismatch."""
+        fills = Fill.__table__  # type: ignore[attr-defined]
+        books: dict[tuple[str, str], Book] = {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(fills)
+                .where(fills.c.account_id == account_id)
+                .order_by(fills.c.ts_ms, fills.c.fill_id)
+            ).mappings()
+            for row in rows:
+                key = (row["bot_id"], row["symbol"])
+                book = books.setdefault(key, Book(row["symbol"]))
+                signed = row["quantity"] if row["side"] == "buy" else -row["quantity"]
+                book.book(signed, row["price"])
+        problems = []
+        stored = {(p.bot_id, p.symbol): p for p in self.positions(account_id)}
+        for key in sorted(set(books) | set(stored)):
+            derived = books.get(key, Book(key[1])).quantity
+            recorded = stored[key].quantity if key in stored else ZERO
+            if derived != recorded:
+                problems.append(
+                    f"{account_id}/{key[0]}/{key[1]}: position {recorded} "
+                    f"but fills sum to {derived}"
+                )
+        return problems
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def apply(self, changes: Changes) -> None:
+        """Writes ``changes`` in one transaction."""
+        if not changes:
+            return
+        with self.engine.begin() as conn:
+            if changes.intents:
+                conn.execute(Intent.__table__.insert(), changes.intents)  # type: ignore[attr-defined]
+            if changes.new_orders:
+                conn.execute(
+                    Order.__table__.insert(),  # type: ignore[attr-defined]
+                    [_order_row(order) for order in changes.new_orders],
+                )
+            updated = [
+                o
+                for key, o in changes.updated_orders.items()
+                if key not in _ids(changes.new_orders)
+            ]
+            if updated:
+                table = Order.__table__  # type: ignore[attr-defined]
+                conn.execute(
+                    table.update()
+                    .where(table.c.order_id == sa.bindparam("key"))
+                    .values({name: sa.bindparam(name) for name in _MUTABLE}),
+                    [{"key": str(o.order_id), **_mutable(o)} for o in updated],
+                )
+            if changes.fills:
+                self._book_fills(conn, changes.fills)
+            if changes.reports:
+                conn.execute(
+                    Report.__table__.insert(),  # type: ignore[attr-defined]
+                    [
+                        {
+                            "report_id": str(r.report_id),
+                            "intent_id": str(r.intent_id),
+                            "order_id": str(r.order_id),
+                            "account_id": r.account_id,
+                            "ts_ms": r.ts_ms,
+                            "exec_type": r.exec_type.value,
+                            "body": protocol.encode(r),
+                            "with_offsets": changes.with_offsets,
+                            "published": changes.with_offsets,
+                        }
+                        for r in changes.reports
+                    ],
+                )
+
+    def _book_fills(self, conn: sa.Connection, fills: list[FillEvent]) -> None:
+        positions = Position.__table__  # type: ignore[attr-defined]
+        balances = Balance.__table__  # type: ignore[attr-defined]
+        keys = {
+            (f.order.intent.account_id, f.order.intent.bot_id, f.order.intent.symbol) for f in fills
+        }
+        accounts = {k[0] for k in keys}
+        books: dict[tuple[str, str, str], Position] = {}
+        for row in conn.execute(
+            sa.select(positions).where(positions.c.account_id.in_(accounts))
+        ).mappings():
+            key = (row["account_id"], row["bot_id"], row["symbol"])
+            if key in keys:
+                books[key] = Position.model_validate(dict(row))
+        existing = set(books)
+        cash: dict[tuple[str, str], tuple[Decimal, Decimal, int]] = {}
+        rows = []
+        for event_ in fills:
+            intent, fill = event_.order.intent, event_.fill
+            key = (intent.account_id, intent.bot_id, intent.symbol)
+            position = books.setdefault(
+                key, Position(account_id=key[0], bot_id=key[1], symbol=key[2])
+            )
+            book = Book(
+                intent.symbol, position.quantity, position.average_price, position.realized_pnl
+            )
+            signed = fill.quantity if intent.side is Side.BUY else -fill.quantity
+            realized = book.book(signed, fill.price)
+            position.quantity, position.average_price = book.quantity, book.average_price
+            position.realized_pnl = book.realized_pnl
+            position.updated_ms = max(position.updated_ms, fill.ts_ms)
+            flow, fees, ts = cash.get((key[0], key[1]), (ZERO, ZERO, 0))
+            cash[(key[0], key[1])] = (
+                flow - signed * fill.price - fill.fee,
+                fees + fill.fee,
+                max(ts, fill.ts_ms),
+            )
+            rows.append(
+                {
+                    "account_id": intent.account_id,
+                    "fill_id": fill.fill_id,
+                    "ts_ms": fill.ts_ms,
+                    "order_id": str(intent.intent_id),
+                    "bot_id": intent.bot_id,
+                    "symbol": intent.symbol,
+                    "side": intent.side.value,
+                    "quantity": fill.quantity,
+                    "price": fill.price,
+                    "fee": fill.fee,
+                    "fee_currency": fill.fee_currency,
+                    "realized_pnl": realized,
+                }
+            )
+        conn.execute(Fill.__table__.insert(), rows)  # type: ignore[attr-defined]
+        inserts = [p.model_dump() for k, p in books.items() if k not in existing]
+        updates = [p.model_dump() for k, p in books.items() if k in existing]
+        if inserts:
+            conn.execute(positions.insert(), inserts)
+        if updates:
+            conn.execute(
+                positions.update()
+                .where(
+                    positions.c.account_id == sa.bindparam("k_account"),
+                    positions.c.bot_id == sa.bindparam("k_bot"),
+                    positions.c.symbol == sa.bindparam("k_symbol"),
+                )
+                .values(
+                    quantity=sa.bindparam("quantity"),
+                    average_price=sa.bindparam("average_price"),
+                    realized_pnl=sa.bindparam("realized_pnl"),
+                    updated_ms=sa.bindparam("updated_ms"),
+                ),
+                [
+                    {
+                        "k_account": u["account_id"],
+                        "k_bot": u["bot_id"],
+                        "k_symbol": u["symbol"],
+                        "quantity": u["quantity"],
+                        "average_price": u["average_price"],
+                        "realized_pnl": u["realized_pnl"],
+                        "updated_ms": u["updated_ms"],
+                    }
+                    for u in updates
+                ],
+            )
+        for (account_id, bot_id), (flow, fees, ts) in cash.items():
+            current = conn.execute(
+                sa.select(balances.c.cash, balances.c.fees).where(
+                    balances.c.account_id == account_id, balances.c.bot_id == bot_id
+                )
+            ).first()
+            if current is None:
+                conn.execute(
+                    balances.insert().values(
+                        account_id=account_id, bot_id=bot_id, cash=flow, fees=fees, updated_ms=ts
+                    )
+                )
+            else:
+                conn.execute(
+                    balances.update()
+                    .where(balances.c.account_id == account_id, balances.c.bot_id == bot_id)
+                    .values(cash=current[0] + flow, fees=current[1] + fees, updated_ms=ts)
+                )
+
+
+def intent_row(
+    intent: protocol.OrderIntent,
+    body: bytes,
+    now_ms: int,
+    *,
+    order_id: str | None,
+    reject_code: str | None = None,
+    reject_reason: str | None = None,
+    source: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """The ``intents`` row recording the decision on ``intent`` (carried by the record at
+    ``source``: partition, offset)."""
+    return {
+        "intent_id": str(intent.intent_id),
+        "account_id": intent.account_id,
+        "bot_id": intent.bot_id,
+        "action": type(intent).__struct_config__.tag,
+        "order_id": order_id,
+        "accepted": reject_code is None,
+        "reject_code": reject_code,
+        "reject_reason": reject_reason,
+        "received_ms": now_ms,
+        "body": body.decode(errors="replace"),
+        "source_partition": source[0] if source else None,
+        "source_offset": source[1] if source else None,
+    }
+
+
+def _ids(orders: list[LiveOrder]) -> set[str]:
+    return {str(o.order_id) for o in orders}
+
+
+def _mutable(order: LiveOrder) -> dict[str, Any]:
+    return {
+        "status": order.status.value,
+        "quantity": order.quantity,
+        "limit_price": order.limit_price,
+        "stop_price": order.stop_price,
+        "filled_quantity": order.filled_quantity,
+        "average_price": order.average_price,
+        "broker_order_id": order.broker_order_id,
+        "reject_code": order.reject_code,
+        "reject_reason": order.reject_reason,
+        "updated_ms": order.updated_ms,
+    }
+
+
+def _order_row(order: LiveOrder) -> dict[str, Any]:
+    intent = order.intent
+    return {
+        "order_id": str(intent.intent_id),
+        "account_id": intent.account_id,
+        "bot_id": intent.bot_id,
+        "symbol": intent.symbol,
+        "side": intent.side.value,
+        "order_type": intent.order_type.value,
+        "time_in_force": intent.time_in_force.value,
+        "reduce_only": intent.reduce_only,
+        "created_ms": intent.ts_ms,
+        "bar_ts_ms": intent.bar_ts_ms,
+        **_mutable(order),
+    }
+
+
+def _live_order(row: Any) -> LiveOrder:
+    intent = NewOrder(
+        intent_id=uuid.UUID(row["order_id"]),
+        ts_ms=row["created_ms"],
+        account_id=row["account_id"],
+        bot_id=row["bot_id"],
+        symbol=row["symbol"],
+        side=Side(row["side"]),
+        quantity=row["quantity"],
+        order_type=OrderType(row["order_type"]),
+        limit_price=row["limit_price"],
+        stop_price=row["stop_price"],
+        time_in_force=TimeInForce(row["time_in_force"]),
+        reduce_only=row["reduce_only"],
+        bar_ts_ms=row["bar_ts_ms"],
+    )
+    return LiveOrder(
+        intent,
+        status=OrderStatus(row["status"]),
+        quantity=row["quantity"],
+        limit_price=row["limit_price"],
+        stop_price=row["stop_price"],
+        filled_quantity=row["filled_quantity"],
+        average_price=row["average_price"],
+        broker_order_id=row["broker_order_id"],
+        reject_code=row["reject_code"],
+        reject_reason=row["reject_reason"],
+        updated_ms=row["updated_ms"],
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers (the reports service) run beside the writer; NORMAL sync in WAL mode
+    # survives a process crash (kill -9) without an fsync per transaction.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()

@@ -1,0 +1,303 @@
+"""The executor on the real stack: Kafka in and out, Redis prices, the paper broker, SQLite or
+PostgreSQL records."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from coyote_executor.models import Balance, Fill, Intent, Order
+from coyote_sdk import protocol
+from coyote_sdk.config import Endpoints
+from coyote_sdk.protocol import (
+    CancelOrder,
+    ExecType,
+    OrderStatus,
+    ReplaceOrder,
+    Side,
+    TimeInForce,
+)
+from tests.executor._harness import ExecutorHarness, risk_section
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def ex(endpoints: Endpoints, unique: str, tmp_path: Path) -> AsyncIterator[ExecutorHarness]:
+    harness = ExecutorHarness(endpoints, unique, tmp_path)
+    await harness.setup()
+    harness.trade("EURUSD", "1.07500")
+    await harness.start_executor()
+    yield harness
+    await harness.close()
+
+
+def rows(ex: ExecutorHarness, table: type, **where: object) -> list[dict[str, object]]:
+    t = table.__table__  # type: ignore[attr-defined]
+    query = sa.select(t).where(*(t.c[k] == v for k, v in where.items()))
+    with ex.store.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+
+async def test_market_order_is_accepted_filled_recorded_and_reported(ex: ExecutorHarness) -> None:
+    order = ex.order(quantity="1000")
+    await ex.send(order)
+
+    reports = (await ex.terminal_reports([order.intent_id]))[order.intent_id]
+
+    assert [r.exec_type for r in reports] == [ExecType.ACCEPTED, ExecType.TRADE]
+    fill = reports[1]
+    assert fill.order_status is OrderStatus.FILLED
+    assert fill.last_quantity == Decimal(1000)
+    assert fill.last_price == Decimal("1.07500")
+    (row,) = rows(ex, Order, order_id=str(order.intent_id))
+    assert row["status"] == "filled" and row["filled_quantity"] == Decimal(1000)
+    (fill_row,) = rows(ex, Fill, order_id=str(order.intent_id))
+    assert fill_row["fill_id"] == fill.fill_id
+    (balance,) = rows(ex, Balance, account_id=ex.account)
+    assert balance["cash"] == Decimal("-1075.00000")
+    assert ex.store.verify_positions(ex.account) == []
+
+
+async def test_order_over_the_notional_limit_is_rejected_with_its_reason_stored(
+    endpoints: Endpoints, unique: str, tmp_path: Path
+) -> None:
+    harness = ExecutorHarness(
+        endpoints, unique, tmp_path, risk=risk_section(max_order_notional="5000")
+    )
+    await harness.setup()
+    harness.trade("EURUSD", "1.07500")
+    await harness.start_executor()
+    try:
+        big, small = harness.order(quantity="10000"), harness.order(quantity="100")
+        await harness.send(big, small)
+
+        reports = await harness.terminal_reports([big.intent_id, small.intent_id])
+
+        (rejection,) = reports[big.intent_id]
+        assert rejection.exec_type is ExecType.REJECTED
+        assert rejection.reject_code == "risk.max_order_notional"
+        assert reports[small.intent_id][-1].order_status is OrderStatus.FILLED
+        (intent_row,) = rows(harness, Intent, intent_id=str(big.intent_id))
+        assert intent_row["accepted"] is False or intent_row["accepted"] == 0
+        assert intent_row["reject_code"] == "risk.max_order_notional"
+        assert json.loads(str(intent_row["body"]))["quantity"] == "10000"
+        assert harness.broker is not None
+        submitted = harness.sync_redis.hgetall(harness.broker.submissions_key(harness.account))
+        assert str(big.intent_id).encode() not in submitted
+    finally:
+        await harness.close()
+
+
+async def test_unknown_symbol_and_unknown_account_are_rejected(ex: ExecutorHarness) -> None:
+    unknown_symbol = ex.order(symbol="NOPE")
+    stranger = protocol.NewOrder(
+        intent_id=protocol.new_intent_id(),
+        ts_ms=protocol.now_ms(),
+        account_id="someone-else",
+        bot_id="bot-a",
+        symbol="EURUSD",
+        side=Side.BUY,
+        quantity=Decimal(1),
+    )
+    await ex.send(unknown_symbol, stranger)
+
+    reports = await ex.terminal_reports([unknown_symbol.intent_id, stranger.intent_id])
+
+    assert reports[unknown_symbol.intent_id][0].reject_code == "risk.instrument_unknown"
+    assert reports[stranger.intent_id][0].reject_code == "account.unknown"
+
+
+async def test_malformed_records_go_to_the_dead_letter_topic_and_the_loop_goes_on(
+    ex: ExecutorHarness,
+) -> None:
+    readable_id = protocol.new_intent_id()
+    bad_field = json.dumps(
+        {
+            "v": 1,
+            "action": "new",
+            "intent_id": str(readable_id),
+            "ts_ms": protocol.now_ms(),
+            "account_id": ex.account,
+            "bot_id": "bot-a",
+            "symbol": "EURUSD",
+            "side": "buy",
+            "quantity": "-5",
+        }
+    ).encode()
+    future = json.dumps({"v": 2, "action": "new", "intent_id": str(uuid.uuid4())}).encode()
+    good = ex.order()
+    await ex.send(b"\x00not json", bad_field, future, good)
+
+    reports = await ex.terminal_reports([readable_id, good.intent_id])
+    letters = await ex.dead_letters(3)
+
+    (rejection,) = reports[readable_id]
+    assert rejection.reject_code == "decode.invalid"
+    assert "quantity" in (rejection.reject_reason or "")
+    assert rejection.symbol == "EURUSD" and rejection.side is Side.BUY
+    assert reports[good.intent_id][-1].order_status is OrderStatus.FILLED
+    codes = [dict(letter.headers)["coyote-error-code"] for letter in letters]
+    assert codes == [b"decode.malformed", b"decode.invalid", b"decode.unsupported_version"]
+    assert letters[0].value == b"\x00not json"
+
+
+async def test_an_intent_delivered_twice_places_one_order(ex: ExecutorHarness) -> None:
+    order = ex.order()
+    await ex.send(order, order)
+    await ex.terminal_reports([order.intent_id])
+    follow = ex.order()
+    await ex.send(order, follow)  # once more, in a later batch
+    await ex.terminal_reports([follow.intent_id])
+
+    assert len([r for r in ex.received if r.order_id == order.intent_id]) == 2
+    assert ex.broker is not None
+    count = ex.sync_redis.hget(ex.broker.submissions_key(ex.account), str(order.intent_id))
+    assert count == b"1"
+    assert len(rows(ex, Order, order_id=str(order.intent_id))) == 1
+
+
+async def test_resting_limit_order_fills_when_the_market_crosses(ex: ExecutorHarness) -> None:
+    order = ex.limit("1.07000", side=Side.BUY)
+    await ex.send(order)
+    await ex.reports_until(lambda rs: any(r.exec_type is ExecType.ACCEPTED for r in rs))
+
+    ex.trade("EURUSD", "1.06950")
+    reports = (await ex.terminal_reports([order.intent_id]))[order.intent_id]
+
+    assert [r.exec_type for r in reports] == [ExecType.ACCEPTED, ExecType.TRADE]
+    # A resting order fills at its limit when the market trades through it.
+    assert reports[1].last_price == Decimal("1.07000")
+
+
+async def test_cancel_and_replace_of_a_resting_order(ex: ExecutorHarness) -> None:
+    order = ex.limit("1.07000", quantity="1000")
+    await ex.send(order)
+    await ex.reports_until(lambda rs: any(r.order_id == order.intent_id for r in rs))
+    replace = ReplaceOrder(
+        intent_id=protocol.new_intent_id(),
+        ts_ms=protocol.now_ms(),
+        account_id=ex.account,
+        bot_id="bot-a",
+        order_id=order.intent_id,
+        limit_price=Decimal("1.07100"),
+        quantity=Decimal(2000),
+    )
+    cancel = CancelOrder(
+        intent_id=protocol.new_intent_id(),
+        ts_ms=protocol.now_ms(),
+        account_id=ex.account,
+        bot_id="bot-a",
+        order_id=order.intent_id,
+    )
+    cancel_unknown = CancelOrder(
+        intent_id=protocol.new_intent_id(),
+        ts_ms=protocol.now_ms(),
+        account_id=ex.account,
+        bot_id="bot-a",
+        order_id=uuid.uuid4(),
+    )
+    await ex.send(replace, cancel, cancel_unknown)
+
+    await ex.terminal_reports([order.intent_id, cancel_unknown.order_id])
+
+    by_cause = {r.intent_id: r for r in ex.received}
+    assert by_cause[replace.intent_id].exec_type is ExecType.REPLACED
+    assert by_cause[replace.intent_id].quantity == Decimal(2000)
+    assert by_cause[cancel.intent_id].exec_type is ExecType.CANCELED
+    orphan = by_cause[cancel_unknown.intent_id]
+    assert orphan.reject_code == "order.not_open" and orphan.symbol is None
+    (row,) = rows(ex, Order, order_id=str(order.intent_id))
+    assert row["status"] == "canceled" and row["limit_price"] == Decimal("1.07100")
+
+
+async def test_large_order_fills_in_parts_with_limited_liquidity(
+    endpoints: Endpoints, unique: str, tmp_path: Path
+) -> None:
+    harness = ExecutorHarness(endpoints, unique, tmp_path, paper={"liquidity": "1000"})
+    await harness.setup()
+    harness.trade("EURUSD", "1.07500")
+    await harness.start_executor()
+    try:
+        order = harness.order(quantity="2500")
+        await harness.send(order)
+
+        reports = (await harness.terminal_reports([order.intent_id]))[order.intent_id]
+
+        trades = [r for r in reports if r.exec_type is ExecType.TRADE]
+        assert [t.last_quantity for t in trades] == [Decimal(1000), Decimal(1000), Decimal(500)]
+        assert [t.order_status for t in trades] == [
+            OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.FILLED,
+        ]
+        assert harness.store.verify_positions(harness.account) == []
+    finally:
+        await harness.close()
+
+
+async def test_ioc_limit_that_cannot_fill_is_cancelled(ex: ExecutorHarness) -> None:
+    order = ex.limit("1.07000", time_in_force=TimeInForce.IOC)
+    await ex.send(order)
+
+    reports = (await ex.terminal_reports([order.intent_id]))[order.intent_id]
+
+    assert [r.exec_type for r in reports] == [ExecType.ACCEPTED, ExecType.CANCELED]
+
+
+async def test_stale_intent_is_rejected(ex: ExecutorHarness) -> None:
+    old = ex.order(ts_ms=protocol.now_ms() - 3_600_000)
+    await ex.send(old)
+
+    (report,) = (await ex.terminal_reports([old.intent_id]))[old.intent_id]
+
+    assert report.reject_code == "intent.expired"
+
+
+async def test_restarted_executor_recovers_open_orders_and_risk_state(ex: ExecutorHarness) -> None:
+    resting = ex.limit("1.07000", quantity="1000")
+    await ex.send(resting)
+    await ex.reports_until(lambda rs: any(r.order_id == resting.intent_id for r in rs))
+    await ex.stop_executor()
+
+    await ex.start_executor()
+    ex.trade("EURUSD", "1.06900")
+
+    reports = (await ex.terminal_reports([resting.intent_id]))[resting.intent_id]
+    assert reports[-1].exec_type is ExecType.TRADE
+    assert len([r for r in reports if r.exec_type is ExecType.ACCEPTED]) == 1
+
+
+async def test_records_to_postgresql(endpoints: Endpoints, unique: str, tmp_path: Path) -> None:
+    schema = f"test_{unique}"
+    admin = sa.create_engine(endpoints.database_url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = endpoints.database_url + ("&" if "?" in endpoints.database_url else "?")
+    harness = ExecutorHarness(
+        endpoints, unique, tmp_path, database_url=f"{url}options=-csearch_path%3D{schema}"
+    )
+    await harness.setup()
+    harness.trade("EURUSD", "1.07500")
+    await harness.start_executor()
+    try:
+        order = harness.order(quantity="1000")
+        await harness.send(order)
+        reports = (await harness.terminal_reports([order.intent_id]))[order.intent_id]
+
+        assert reports[-1].order_status is OrderStatus.FILLED
+        assert harness.store.engine.dialect.name == "postgresql"
+        (row,) = rows(harness, Fill, order_id=str(order.intent_id))
+        assert row["price"] == Decimal("1.07500")
+        assert harness.store.verify_positions(harness.account) == []
+    finally:
+        await harness.close()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
