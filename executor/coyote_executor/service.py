@@ -46,6 +46,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from coyote_executor._dedupe import RecentIds
+from coyote_executor._failpoints import failpoint
 from coyote_executor.accounts import AccountConfig
 from coyote_executor.brokers.base import (
     Broker,
@@ -308,9 +309,12 @@ class Executor:
             self._decide(step, intent, raw, now)
             self._recent.add(intent.intent_id)
         await self._durably(lambda: self._store.apply(step.changes), stop)
+        failpoint("decided")
         outcome = Changes()
         await self._send(step, outcome, now)
+        failpoint("sent")
         await self._durably(lambda: self._store.apply(outcome), stop)
+        failpoint("recorded")
         for report in outcome.reports:
             step.publish.append(
                 (
