@@ -9,12 +9,12 @@ import signal
 from pathlib import Path
 from typing import Annotated
 
+import hvac
 import redis.asyncio as aioredis
 import typer
 
 from coyote_executor.accounts import load_accounts
-from coyote_executor.brokers.base import Broker
-from coyote_executor.brokers.paper import PaperBroker
+from coyote_executor.brokers import build_brokers
 from coyote_executor.config import Settings
 from coyote_executor.service import Executor, ExecutorOptions
 from coyote_executor.store import Store
@@ -83,17 +83,12 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    paper = PaperBroker(
-        client,
-        {a: c.paper for a, c in accounts.items() if c.paper is not None},
-        match_interval_ms=settings.paper_match_interval_ms,
+    brokers = build_brokers(
+        accounts,
+        redis=client,
+        vault=hvac.Client(url=endpoints.vault_addr, token=endpoints.vault_token),
+        paper_match_interval_ms=settings.paper_match_interval_ms,
     )
-    brokers: dict[str, Broker] = {}
-    for account_id, config in accounts.items():
-        if config.broker == "paper":
-            brokers[account_id] = paper
-        else:
-            raise ValueError(f"account {account_id}: the {config.broker} adapter is not wired yet")
     executor = Executor(
         accounts,
         brokers=brokers,
