@@ -1,23 +1,24 @@
 """The main job behind `make demo`: the pipeline as far as it exists, on the real local stack.
 
-1. The stack starts (Kafka, Redis Stack, PostgreSQL, OpenBao), and the services a broker
-   account will need are checked: a credential through Vault, a fill row through PostgreSQL.
-2. Real EURUSD hourly bars (examples/data/EURUSD.csv), shifted to start now, are replayed into
+1. The stack starts (Kafka, Redis Stack, PostgreSQL, OpenBao), and a broker credential makes
+   a round trip through Vault.
+2. The executor starts on the stack's PostgreSQL, serving the paper account of
+   examples/accounts.toml: risk engine, paper broker, records, execution reports.
+3. Real EURUSD hourly bars (examples/data/EURUSD.csv), shifted to start now, are replayed into
    RedisTimeSeries, each published as it is written.
-3. Two example bots run live under the bot runtime — the mean-reversion bot and the market
+4. Two example bots run live under the bot runtime — the mean-reversion bot and the market
    maker — each with its control flag set to running. They read their history from
-   RedisTimeSeries and send their order intents to Kafka.
-4. A consumer reads the intents back from Kafka, decoding each with the wire protocol.
+   RedisTimeSeries, send their order intents to Kafka, and get fills back from the executor.
+5. A tap follows the account's intents and execution reports on Kafka.
 
-At the end the demo prints, per bot: bars received, intents sent, intents read back, and its
-heartbeat state. The executor, which will fill these orders with the paper broker, and the
-control plane with its dashboard join the demo as they land.
+At the end the demo prints, per bot: bars received, intents, fills, rejections, position and
+realised PnL (from the bot's own portfolio, kept from the reports), and its heartbeat state.
 
 Environment:
     DEMO_SECONDS: stop by itself after this many seconds instead of running until Ctrl-C.
         The bots are stopped through their control flags; the demo then stops the services it
         started (a stack that was already running is left running). The exit code is non-zero
-        if no intent made the round trip from a bot through Kafka.
+        if no order made the round trip from a bot to a fill.
     DEMO_BARS_PER_SECOND: replay pace (default 20).
 """
 
@@ -38,8 +39,9 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.table import Table
-from sqlmodel import Field, Session, SQLModel, create_engine, select
 
+from coyote_executor.cli import serve as serve_executor
+from coyote_executor.config import Settings as ExecutorSettings
 from coyote_sdk import protocol
 from coyote_sdk.config import Endpoints, StackSettings
 from coyote_sdk.control import read_status, set_control_flag
@@ -78,56 +80,67 @@ def secret_round_trip(endpoints: Endpoints) -> str:
     return f"secret/{path} version {read['data']['metadata']['version']}"
 
 
-class DemoFill(SQLModel, table=True):
-    __tablename__ = "demo_fills"
-
-    id: int | None = Field(default=None, primary_key=True)
-    symbol: str
-    quantity: Decimal = Field(max_digits=28, decimal_places=10)
-    price: Decimal = Field(max_digits=28, decimal_places=10)
-
-
-def database_round_trip(endpoints: Endpoints) -> str:
-    """One fill row written to and read from PostgreSQL through SQLModel."""
-    engine = create_engine(endpoints.database_url)
-    SQLModel.metadata.create_all(engine, tables=[DemoFill.__table__])  # type: ignore[list-item]
-    with Session(engine) as session:
-        fill = DemoFill(symbol="EURUSD", quantity=Decimal("10000"), price=Decimal("1.07219"))
-        session.add(fill)
-        session.commit()
-        stored = session.exec(select(DemoFill).where(DemoFill.id == fill.id)).one()
-    engine.dispose()
-    if stored.price != Decimal("1.07219"):
-        raise RuntimeError(f"stored price came back as {stored.price}")
-    return f"fill #{stored.id} at {stored.price.normalize()}"
-
-
 # -- PIPELINE ------------------------------------------------------------------------------
 
 
-async def read_intents_back(
-    endpoints: Endpoints, counts: Counter[str], stop: asyncio.Event
+async def follow_demo_account(
+    endpoints: Endpoints, counts: Counter[tuple[str, str]], stop: asyncio.Event
 ) -> None:
-    """Follows the demo account's intents partition from now on, decoding every intent."""
+    """Follows the demo account's intents and execution reports from now on, decoding every
+    message: counts intents, fills and rejections per bot."""
     producer = AIOKafkaProducer(bootstrap_servers=endpoints.kafka_bootstrap)
     await producer.start()
     try:
-        partition = await account_partition(producer, protocol.INTENTS_TOPIC.name, ACCOUNT)
+        partitions = [
+            await account_partition(producer, topic.name, ACCOUNT)
+            for topic in (protocol.INTENTS_TOPIC, protocol.EXECUTION_REPORTS_TOPIC)
+        ]
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(bootstrap_servers=endpoints.kafka_bootstrap, group_id=None)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=endpoints.kafka_bootstrap,
+        group_id=None,
+        isolation_level="read_committed",
+    )
     await consumer.start()
+    seen: set[object] = set()  # intents of this run: older ones' reports are not counted
     try:
-        consumer.assign([partition])
-        await consumer.seek_to_end(partition)
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
         while not stop.is_set():
-            batches = await consumer.getmany(partition, timeout_ms=200)
-            for record in batches.get(partition, []):
+            batches = await consumer.getmany(*partitions, timeout_ms=200)
+            for record in batches.get(partitions[0], []):
                 intent = protocol.decode_intent(record.value)
                 if intent.account_id == ACCOUNT:
-                    counts[intent.bot_id] += 1
+                    counts[(intent.bot_id, "intents")] += 1
+                    seen.add(intent.intent_id)
+            for record in batches.get(partitions[1], []):
+                report = protocol.decode(record.value, protocol.ExecutionReport)
+                if report.account_id == ACCOUNT and (
+                    report.intent_id in seen or report.order_id in seen
+                ):
+                    counts[(report.bot_id, report.exec_type.value)] += 1
     finally:
         await consumer.stop()
+
+
+async def start_executor(endpoints: Endpoints, stop: asyncio.Event) -> asyncio.Task[None]:
+    """The executor on the stack's PostgreSQL, serving the accounts of examples/accounts.toml."""
+    settings = ExecutorSettings(
+        database_url=endpoints.database_url,
+        accounts_file=ROOT / "examples" / "accounts.toml",
+        group_id="coyote-executor-demo",
+        instance_id="demo",
+    )
+    ready = asyncio.Event()
+    task = asyncio.create_task(serve_executor(settings, stop, ready=ready))
+    waiting = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiting}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()
+    if not ready.is_set():
+        raise RuntimeError("the executor did not take over its partitions within 60 s")
+    return task
 
 
 async def run_pipeline(endpoints: Endpoints, seconds: float | None) -> int:
@@ -146,8 +159,11 @@ async def run_pipeline(endpoints: Endpoints, seconds: float | None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    counts: Counter[str] = Counter()
-    tap = asyncio.create_task(read_intents_back(endpoints, counts, stop))
+    counts: Counter[tuple[str, str]] = Counter()
+    _say("starting the executor (risk engine, paper broker, PostgreSQL records)")
+    executor_stop = asyncio.Event()
+    executor = await start_executor(endpoints, executor_stop)
+    tap = asyncio.create_task(follow_demo_account(endpoints, counts, stop))
     await asyncio.sleep(0.5)  # the tap is positioned before the first intent can exist
 
     runtimes: dict[str, BotRuntime] = {}
@@ -172,36 +188,48 @@ async def run_pipeline(endpoints: Endpoints, seconds: float | None) -> int:
             await asyncio.sleep(1.0)
             elapsed = time.monotonic() - started
             if int(elapsed) % 10 == 0:
-                sent = ", ".join(f"{b} {counts[b]}" for b in BOTS)
-                _say(f"{elapsed:.0f} s: intents read back from Kafka — {sent}")
+                sent = ", ".join(
+                    f"{b} {counts[(b, 'intents')]} intents / {counts[(b, 'trade')]} fills"
+                    for b in BOTS
+                )
+                _say(f"{elapsed:.0f} s: {sent}")
             if seconds is not None and elapsed >= seconds:
                 break
     finally:
         for bot_id in BOTS:
             set_control_flag(client, bot_id, BotState.STOPPED, reason="demo ends", set_by="demo")
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.sleep(0.5)  # the last intents reach the tap
+        await asyncio.sleep(1.0)  # the last intents and reports reach the tap
         stop.set()
+        executor_stop.set()
         replay.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await replay
         await tap
+        await executor
 
     table = Table(
         "bot",
         "bars",
-        "intents sent",
-        "read back from Kafka",
+        "intents",
+        "fills",
+        "risk/broker rejects",
+        "position",
+        "realised PnL",
         "final state",
-        title="Coyote demo — bots live on replayed EURUSD bars",
+        title="Coyote demo — bots live on replayed EURUSD bars, orders through the executor",
     )
     for bot_id, runtime in runtimes.items():
         status = read_status(client, bot_id)
+        position = runtime.portfolio.position("EURUSD")
         table.add_row(
             bot_id,
             str(runtime.bars),
-            str(runtime.intents),
-            str(counts[bot_id]),
+            str(counts[(bot_id, "intents")]),
+            str(counts[(bot_id, "trade")]),
+            str(counts[(bot_id, "rejected")]),
+            str(position.quantity),
+            f"{position.realized_pnl:.2f}",
             status.state.value if status else "?",
         )
     console.print(table)
@@ -209,12 +237,12 @@ async def run_pipeline(endpoints: Endpoints, seconds: float | None) -> int:
         if isinstance(outcome, BaseException):
             console.print(f"[red]{bot_id} failed:[/red] {outcome!r}")
     console.print(
-        "These intents wait for the executor (paper broker, risk engine), which joins the demo "
-        "with the control plane and dashboard as they land.",
+        "Orders and fills are recorded in PostgreSQL (tables orders, fills, positions); the "
+        "control plane and the dashboard join the demo as they land.",
         highlight=False,
     )
     client.close()
-    return sum(counts.values())
+    return sum(n for (_, kind), n in counts.items() if kind == "trade")
 
 
 def main() -> int:
@@ -231,10 +259,7 @@ def main() -> int:
     endpoints = stack.settings.endpoints()
     failures = 0
     checks = Table("service check", "result", "detail")
-    for name, check in (
-        ("broker credential → Vault", secret_round_trip),
-        ("fill row → PostgreSQL", database_round_trip),
-    ):
+    for name, check in (("broker credential → Vault", secret_round_trip),):
         try:
             checks.add_row(name, "[green]ok[/green]", check(endpoints))
         except Exception as exc:
@@ -244,9 +269,9 @@ def main() -> int:
 
     if seconds is None:
         _say("bots running; press Ctrl-C to stop")
-    round_trips = asyncio.run(run_pipeline(endpoints, seconds))
-    if round_trips == 0:
-        console.print("[red]no intent made the round trip from a bot through Kafka[/red]")
+    fills = asyncio.run(run_pipeline(endpoints, seconds))
+    if fills == 0:
+        console.print("[red]no order made the round trip from a bot to a fill[/red]")
         failures += 1
 
     # Stop what the demo started; a stack that was already running stays as it was.

@@ -73,16 +73,23 @@ def verify(accounts: AccountsOpt = None, as_json: bool = typer.Option(False, "--
         raise typer.Exit(1)
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Builds the executor from ``settings`` and runs it until ``stop`` (or SIGINT/SIGTERM)."""
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    *,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Builds the executor from ``settings`` and runs it until ``stop`` (or SIGINT/SIGTERM
+    when no ``stop`` is given); ``ready`` is set once it owns its partitions."""
     accounts = load_accounts(settings.accounts_file)
     endpoints = settings.stack.endpoints()
     client = aioredis.Redis.from_url(endpoints.redis_url)
     store = Store(settings.database_url)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
     brokers = build_brokers(
         accounts,
         redis=client,
@@ -104,6 +111,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             dedupe_window=settings.dedupe_window,
         ),
     )
+    if ready is not None:
+        waiter = asyncio.create_task(executor.ready.wait())
+        waiter.add_done_callback(lambda _: ready.set())
     try:
         await executor.run(stop)
     finally:

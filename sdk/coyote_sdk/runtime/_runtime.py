@@ -249,6 +249,8 @@ class BotRuntime:
             bootstrap_servers=self.endpoints.kafka_bootstrap,
             group_id=None,
             enable_auto_commit=False,
+            # The executor publishes reports in transactions: never act on an aborted one.
+            isolation_level="read_committed",
         )
         context = _LiveContext(self, sync_client)
         tasks: list[asyncio.Task[None]] = []
