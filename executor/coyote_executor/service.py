@@ -446,8 +446,11 @@ class Executor:
             order.intent.reduce_only,
             now,
         )
-        if code:
-            slot.reserve(side, leaves)
+        if not code:
+            # A check only: the reservation follows the quantity once the broker confirms the
+            # replace (see _advance), so it goes back to the order's current leaves for now.
+            slot.release(side, new_leaves)
+        slot.reserve(side, leaves)
         return int(code)
 
     def _refuse(

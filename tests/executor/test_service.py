@@ -301,3 +301,44 @@ async def test_records_to_postgresql(endpoints: Endpoints, unique: str, tmp_path
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+async def test_a_replace_moves_the_risk_reservation_to_the_new_quantity(
+    endpoints: Endpoints, unique: str, tmp_path: Path
+) -> None:
+    section = risk_section()
+    section["symbols"] = {"EURUSD": {"max_position": "3000"}}
+    harness = ExecutorHarness(endpoints, unique, tmp_path, risk=section)
+    await harness.setup()
+    harness.trade("EURUSD", "1.07500")
+    await harness.start_executor()
+    try:
+        resting = harness.limit("1.07000", quantity="1000")
+        await harness.send(resting)
+        await harness.reports_until(lambda rs: any(r.order_id == resting.intent_id for r in rs))
+        grow = ReplaceOrder(
+            intent_id=protocol.new_intent_id(),
+            ts_ms=protocol.now_ms(),
+            account_id=harness.account,
+            bot_id="bot-a",
+            order_id=resting.intent_id,
+            quantity=Decimal(2000),
+        )
+        await harness.send(grow)
+        await harness.reports_until(lambda rs: any(r.intent_id == grow.intent_id for r in rs))
+        # 2000 resting: another 1000 fits under the 3000 limit, 1001 would not.
+        fits, too_much = (
+            harness.limit("1.07000", quantity="1000"),
+            harness.limit("1.07000", quantity="1001"),
+        )
+        await harness.send(too_much, fits)
+
+        await harness.reports_until(
+            lambda rs: {fits.intent_id, too_much.intent_id} <= {r.order_id for r in rs}
+        )
+
+        by_order = {r.order_id: r for r in harness.received}
+        assert by_order[too_much.intent_id].reject_code == "risk.max_position"
+        assert by_order[fits.intent_id].exec_type is ExecType.ACCEPTED
+    finally:
+        await harness.close()
