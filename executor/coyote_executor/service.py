@@ -477,19 +477,7 @@ class Executor:
         if order is None:
             order = self._orders.get(str(order_id))
         if order is not None:
-            step.report(
-                report_for(
-                    order.intent,
-                    ExecType.REJECTED,
-                    order.status,
-                    cause=intent,
-                    ts_ms=now,
-                    quantity=order.quantity,
-                    filled_quantity=order.filled_quantity,
-                    reject_code=code,
-                    reject_reason=reason,
-                )
-            )
+            step.report(_action_rejection(intent, order, now, code, reason))
             return
         step.report(_orphan_rejection(intent, order_id, now, code, reason))
 
@@ -623,19 +611,7 @@ class Executor:
         code: str,
         reason: str,
     ) -> None:
-        outcome.reports.append(
-            report_for(
-                order.intent,
-                ExecType.REJECTED,
-                order.status,
-                cause=intent,
-                ts_ms=now,
-                quantity=order.quantity,
-                filled_quantity=order.filled_quantity,
-                reject_code=code,
-                reject_reason=reason,
-            )
-        )
+        outcome.reports.append(_action_rejection(intent, order, now, code, reason))
 
     def _advance(
         self,
@@ -647,7 +623,7 @@ class Executor:
         cause: OrderIntent | None = None,
     ) -> Advance:
         """Moves ``order`` to ``state``: reports and fills into ``changes``, risk booked."""
-        leaves_before = order.quantity - order.filled_quantity
+        quantity_before = order.quantity
         result = advance(order, state, now, cause=cause)
         if not result.changed:
             return result
@@ -659,18 +635,12 @@ class Executor:
             slot = account.engine.slot(order.intent.bot_id, order.intent.symbol)
             side = _SIDE[order.intent.side]
             if slot is not None:
-                leaves_after = order.quantity - order.filled_quantity
-                if leaves_after != leaves_before - sum(
-                    (f.fill.quantity for f in result.fills), Decimal(0)
-                ):
-                    # A replace changed the quantity: move the reservation with it.
-                    slot.release(side, float(leaves_before))
-                    slot.reserve(
-                        side,
-                        float(
-                            leaves_after + sum((f.fill.quantity for f in result.fills), Decimal(0))
-                        ),
-                    )
+                # A confirmed replace moves the reservation by the change of quantity.
+                grown = float(order.quantity - quantity_before)
+                if grown > 0:
+                    slot.reserve(side, grown)
+                elif grown < 0:
+                    slot.release(side, -grown)
                 for fill in result.fills:
                     slot.on_fill(side, float(fill.fill.quantity))
                 if order.status.is_terminal and order.status is not OrderStatus.FILLED:
@@ -791,8 +761,14 @@ class Executor:
             if not orders:
                 continue
             try:
+                # One call answers for the orders still open at the broker; only the others
+                # (ended there, or never sent) are looked up one by one.
+                working = {
+                    s.client_order_id: s for s in await account.broker.open_orders(account_id)
+                }
                 for order in orders:
-                    state = await account.broker.lookup(account_id, str(order.order_id))
+                    key = str(order.order_id)
+                    state = working.get(key) or await account.broker.lookup(account_id, key)
                     if state is None and order.status is OrderStatus.PENDING_NEW and resubmit:
                         state = await account.broker.submit(_broker_order(order))
                     if state is not None:
@@ -926,6 +902,23 @@ def _broker_order(order: LiveOrder) -> BrokerOrder:
         limit_price=order.limit_price,
         stop_price=order.stop_price,
         time_in_force=intent.time_in_force,
+    )
+
+
+def _action_rejection(
+    intent: OrderIntent, order: LiveOrder, now: int, code: str, reason: str
+) -> ExecutionReport:
+    """A cancel or replace of ``order`` refused; the order itself is unchanged."""
+    return report_for(
+        order.intent,
+        ExecType.REJECTED,
+        order.status,
+        cause=intent,
+        ts_ms=now,
+        quantity=order.quantity,
+        filled_quantity=order.filled_quantity,
+        reject_code=code,
+        reject_reason=reason,
     )
 
 

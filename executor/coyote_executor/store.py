@@ -171,16 +171,6 @@ class Store:
             ).mappings()
             return [_live_order(row) for row in rows]
 
-    def order(self, order_id: str) -> LiveOrder | None:
-        table = Order.__table__  # type: ignore[attr-defined]
-        with self.engine.connect() as conn:
-            row = (
-                conn.execute(sa.select(table).where(table.c.order_id == order_id))
-                .mappings()
-                .first()
-            )
-            return None if row is None else _live_order(row)
-
     def positions(self, account_id: str) -> list[Position]:
         """The account's positions per bot and symbol, flat ones included."""
         table = Position.__table__  # type: ignore[attr-defined]
