@@ -2,17 +2,52 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
 from coyote_sdk.config import CoyoteSettings, StackSettings
 
 
-class Settings(CoyoteSettings):
-    model_config = SettingsConfigDict(env_prefix="COYOTE_CONTROL_PLANE_")
+class SupervisorSettings(BaseModel):
+    """How bot runtimes are run and watched (``COYOTE_CONTROL_PLANE_SUPERVISOR__*``)."""
 
-    database_url: str = "sqlite:///.coyote/control-plane.db"
+    backend: Literal["local", "kubernetes", "none"] = "local"
+    """``none`` runs no supervisor in this process (another replica, or a separate one, does)."""
+    interval_s: float = 1.0
+    """Seconds between reconciliation passes."""
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    max_restarts: int = 5
+    """Crashes in a row after which the supervisor gives up (status ``failed``)."""
+    healthy_after_s: float = 60.0
+    """Running this long without a crash resets the crash count."""
+    start_grace_s: float = 20.0
+    """Time a new runtime has to send its first heartbeat before it counts as stale."""
+    stale_restart_s: float = 30.0
+    """A runtime stale this long is killed and restarted."""
+    stop_grace_s: float = 15.0
+    """Time a stopping runtime has to cancel orders and exit before it is terminated."""
+    kubernetes_namespace: str | None = None
+    kubernetes_image: str = "ghcr.io/coyote/coyote-bot:latest"
+
+
+class Settings(CoyoteSettings):
+    model_config = SettingsConfigDict(env_prefix="COYOTE_CONTROL_PLANE_", env_nested_delimiter="__")
+
+    database_url: str = "sqlite:///.coyote/control-plane/control-plane.db"
     """SQLite is the embedded default; production points this at PostgreSQL."""
+    database_schema: str | None = None
+    """PostgreSQL schema (search path) of the tables; the database's default if unset."""
     host: str = "127.0.0.1"
     port: int = 8400
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    """Bundles larger than this are refused (413) before they are read whole."""
+    session_ttl_hours: float = 12.0
+    cookie_secure: bool = False
+    """Mark the dashboard's session cookie Secure (set it behind HTTPS)."""
+    auto_migrate: bool = True
+    """Bring the schema up to date at start-up."""
+    supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
     stack: StackSettings = Field(default_factory=StackSettings)

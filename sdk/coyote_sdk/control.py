@@ -9,9 +9,15 @@ from coyote_sdk import protocol
 from coyote_sdk.protocol import BotState, BotStatus, ControlFlag
 
 # Increments the flag's generation, stores the flag and announces it, all in one step, so two
-# concurrent writers can never leave an older generation in place of a newer one.
+# concurrent writers can never leave an older generation in place of a newer one. The floor
+# (ARGV[3]) carries the count over a Redis restart that lost the counter.
 _SET_FLAG = """
 local generation = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[3])
+if generation <= floor then
+  generation = floor + 1
+  redis.call('SET', KEYS[2], generation)
+end
 local flag = cjson.decode(ARGV[1])
 flag['generation'] = generation
 redis.call('SET', KEYS[1], cjson.encode(flag))
@@ -31,8 +37,14 @@ def set_control_flag(
     *,
     reason: str | None = None,
     set_by: str | None = None,
+    min_generation: int = 0,
 ) -> ControlFlag:
-    """Sets a bot's desired state with the next generation and notifies its runtime."""
+    """Sets a bot's desired state with the next generation and notifies its runtime.
+
+    ``min_generation`` is the last generation the caller knows was written (the supervisor
+    keeps it in its database): the new one is above it even if Redis lost its counter, so a
+    runtime that saw the old flag does not take the new one for a stale copy.
+    """
     draft = ControlFlag(
         bot_id=bot_id,
         desired=BotState(desired),
@@ -48,6 +60,7 @@ def set_control_flag(
         _generation_key(bot_id),
         protocol.encode(draft),
         protocol.CONTROL_CHANNEL,
+        min_generation,
     )
     return ControlFlag(
         bot_id=bot_id,

@@ -480,6 +480,19 @@ class Alert(_Message, frozen=True, kw_only=True):
     message: str
 
 
+class Halt(_Message, frozen=True, kw_only=True):
+    """A kill switch the control plane tripped: the executor accepts no order of the account
+    or bot it names until it is lifted (cancels still go). Kept in the Redis hash
+    :data:`HALTS_KEY`, field ``<scope>:<target>``."""
+
+    scope: Literal["account", "bot"]
+    target: Identifier
+    """The account id or bot id."""
+    reason: str
+    set_by: str
+    ts_ms: TimestampMs
+
+
 # -- TOPICS AND KEYS -----------------------------------------------------------------------
 
 
@@ -539,6 +552,13 @@ def state_key(bot_id: str) -> str:
 
 ALERTS_STREAM: Final = f"{KEY_PREFIX}:alerts"
 """Redis stream of :class:`Alert` messages (field ``alert``: the JSON), newest last."""
+
+HALTS_KEY: Final = f"{KEY_PREFIX}:risk:halts"
+"""Redis hash of the tripped kill switches: field ``<scope>:<target>``, value a :class:`Halt`.
+The control plane rewrites it from its database after a Redis restart."""
+
+HALTS_CHANNEL: Final = f"{KEY_PREFIX}:risk:halts"
+"""Redis pub/sub channel announcing a change of :data:`HALTS_KEY` (the field changed)."""
 
 CONTROL_CHANNEL: Final = f"{KEY_PREFIX}:control"
 """Redis pub/sub channel on which the supervisor announces a changed flag (the bot id)."""
@@ -639,6 +659,7 @@ MESSAGE_TYPES: Final = (
     ControlFlag,
     BotStatus,
     Alert,
+    Halt,
 )
 
 

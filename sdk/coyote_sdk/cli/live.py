@@ -22,7 +22,9 @@ from coyote_sdk.cli._common import (
 
 @app.command("run")
 def run(
-    bot_file: Annotated[Path, typer.Argument(help="The Python file of the bot.")],
+    bot_file: Annotated[
+        Path, typer.Argument(help="The Python file of the bot, or a bundle (.tar.gz).")
+    ],
     account: Annotated[str, typer.Option(help="The trading account its intents name.")],
     bot_id: Annotated[
         str | None, typer.Option(help="The bot's id; by default the file's name.")
@@ -44,11 +46,21 @@ def run(
     ] = True,
     max_errors: Annotated[int, typer.Option(help="Handler errors before it stops.")] = 10,
     release: Annotated[str | None, typer.Option(help="Release id, for the heartbeat.")] = None,
+    digest: Annotated[
+        str | None,
+        typer.Option(help="The bundle's expected digest (sha256:...); checked before loading."),
+    ] = None,
+    params_json: Annotated[
+        str | None, typer.Option(help="Parameters as one JSON object (what the supervisor passes).")
+    ] = None,
 ) -> None:
     """Run a bot live against the stack: bars from RedisTimeSeries, intents to Kafka.
 
     It obeys its control flag (`coyote:bot:ID:control`): paused sends nothing, stopped cancels
     its open orders, runs on_stop and exits. Ctrl-C stops it the same way.
+
+    A bundle (made by `coyote-sdk push` or `build_bundle`) is verified, against `--digest`
+    when given, before any of its code runs: this is how the supervisor launches deployments.
 
     Example: `coyote-sdk run examples/sma_cross.py --account paper --param fast=10`
     """
@@ -59,6 +71,7 @@ def run(
     import redis
 
     from coyote_sdk.bot import ParameterError
+    from coyote_sdk.bundles import BundleError, load_bundle
     from coyote_sdk.control import read_control_flag, set_control_flag
     from coyote_sdk.loading import BotLoadError, load_bot_class, parse_params
     from coyote_sdk.logs import configure_logging
@@ -67,8 +80,17 @@ def run(
 
     configure_logging()
     try:
-        bot_class = load_bot_class(bot_file, bot_name)
-        bot = bot_class(**parse_params(param or []))
+        if bot_file.name.endswith((".tar.gz", ".tgz")) or digest is not None:
+            bot_class = load_bundle(bot_file.read_bytes(), expected_digest=digest)
+        else:
+            bot_class = load_bot_class(bot_file, bot_name)
+        params: dict[str, object] = dict(parse_params(param or []))
+        if params_json:
+            loaded = json.loads(params_json)
+            if not isinstance(loaded, dict):
+                raise ValueError("--params-json takes a JSON object")
+            params.update(loaded)
+        bot = bot_class(**params)
         identifier = bot_id or re.sub(r"[^A-Za-z0-9._-]", "-", bot_file.stem)
         options = RuntimeOptions(
             bot_id=identifier,
@@ -78,7 +100,14 @@ def run(
             max_handler_errors=max_errors,
             release=release,
         )
-    except (BotLoadError, ParameterError, ValueError, InvalidOperation) as exc:
+    except (
+        BotLoadError,
+        BundleError,
+        ParameterError,
+        ValueError,
+        InvalidOperation,
+        OSError,
+    ) as exc:
         report_error(exc)
         raise typer.Exit(2) from exc
     settings = local_stack().settings

@@ -1,0 +1,1 @@
+"""The HTTP API: routes in ``routes/``, shared dependencies in ``deps``."""

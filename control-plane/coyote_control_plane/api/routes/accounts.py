@@ -1,0 +1,166 @@
+"""Trading accounts, their risk limits and capital."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path
+from sqlmodel import Session, select
+
+from coyote_control_plane.api.deps import Admin, ContextDep, Reader, RiskOfficer, SessionDep
+from coyote_control_plane.errors import conflict, invalid, not_found, responses
+from coyote_control_plane.flags import active_kill_switches, sync_halts
+from coyote_control_plane.models import (
+    Account,
+    AccountCreate,
+    AccountPublic,
+    Deployment,
+    KillSwitchScope,
+)
+from coyote_sdk.protocol import now_ms
+
+router = APIRouter(prefix="/v1/accounts", tags=["accounts"], responses=responses(401, 403))
+
+AccountName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,38}$")]
+
+
+def find_account(session: Session, org_id: int, name: str) -> Account:
+    account = session.exec(
+        select(Account).where(Account.org_id == org_id, Account.name == name)
+    ).first()
+    if account is None:
+        raise not_found("account", name)
+    return account
+
+
+def allocated(session: Session, account: Account, *, excluding: int | None = None) -> Decimal:
+    """Capital allocated to the account's deployments (all but ``excluding``)."""
+    deployments = session.exec(select(Deployment).where(Deployment.account_id == account.id))
+    return sum((Decimal(d.capital) for d in deployments if d.id != excluding), start=Decimal(0))
+
+
+def check_allocation(
+    session: Session, account: Account, capital: str, *, excluding: int | None = None
+) -> None:
+    """Refuses an allocation that would take the account's deployments past its capital."""
+    if account.capital is None:
+        return
+    total = allocated(session, account, excluding=excluding) + Decimal(capital)
+    if total > Decimal(account.capital):
+        raise invalid(
+            "capital.exceeded",
+            f"allocating {capital} would take account {account.name!r} to {total}, over its "
+            f"capital of {account.capital}",
+            field="capital",
+        )
+
+
+def account_public(session: Session, slug: str, account: Account) -> AccountPublic:
+    halted = any(
+        s.scope is KillSwitchScope.ORGANIZATION
+        or (s.scope is KillSwitchScope.ACCOUNT and s.target == account.name)
+        for s in active_kill_switches(session, account.org_id)
+    )
+    return AccountPublic(
+        **account.model_dump(include=set(AccountCreate.model_fields)),
+        account_id=f"{slug}.{account.name}",
+        risk_limits=account.risk_limits,
+        allocated=str(allocated(session, account)),
+        halted=halted,
+        created_ms=account.created_ms,
+    )
+
+
+@router.get("")
+def list_accounts(session: SessionDep, principal: Reader) -> list[AccountPublic]:
+    accounts = session.exec(
+        select(Account).where(Account.org_id == principal.org_id).order_by(Account.name)
+    )
+    return [account_public(session, principal.org_slug, a) for a in accounts]
+
+
+@router.post("", status_code=201, responses=responses(409, 422))
+def create_account(body: AccountCreate, session: SessionDep, principal: Admin) -> AccountPublic:
+    """Adds a trading account. Its credentials stay in Vault: only their path is kept."""
+    if session.exec(
+        select(Account).where(Account.org_id == principal.org_id, Account.name == body.name)
+    ).first():
+        raise conflict("account.exists", f"an account named {body.name!r} exists")
+    account = Account.model_validate(
+        body, update={"org_id": principal.org_id, "created_ms": now_ms()}
+    )
+    session.add(account)
+    principal.audit(session, "account.create", f"account/{body.name}", broker=body.broker.value)
+    session.commit()
+    return account_public(session, principal.org_slug, account)
+
+
+@router.get("/{name}", responses=responses(404))
+def get_account(name: AccountName, session: SessionDep, principal: Reader) -> AccountPublic:
+    return account_public(
+        session, principal.org_slug, find_account(session, principal.org_id, name)
+    )
+
+
+@router.put("/{name}/risk-limits", responses=responses(404, 422))
+def set_risk_limits(
+    name: AccountName,
+    limits: Annotated[
+        dict[str, Any], Body(examples=[{"account": {"max_order_notional": "50000"}}])
+    ],
+    session: SessionDep,
+    principal: RiskOfficer,
+) -> AccountPublic:
+    """Replaces the account's risk limits: a risk document as ``coyote_risk`` reads it
+    (sections ``account``, ``bots``, ``symbols``, ``instruments``, ``restricted``)."""
+    from coyote_risk import risk_config_from_mapping
+
+    account = find_account(session, principal.org_id, name)
+    try:
+        risk_config_from_mapping(limits, account_id=f"{principal.org_slug}.{name}")
+    except (ValueError, TypeError) as exc:
+        raise invalid("risk_limits.invalid", str(exc), field="body") from exc
+    before = account.risk_limits
+    account.risk_limits = limits
+    session.add(account)
+    principal.audit(session, "account.risk_limits", f"account/{name}", before=before, after=limits)
+    session.commit()
+    return account_public(session, principal.org_slug, account)
+
+
+@router.put("/{name}/capital", responses=responses(404, 422))
+def set_capital(
+    name: AccountName,
+    capital: Annotated[str, Body(embed=True, pattern=r"^\d+(\.\d+)?$")],
+    session: SessionDep,
+    principal: RiskOfficer,
+) -> AccountPublic:
+    """Sets the capital the account's deployments may be allocated in total."""
+    account = find_account(session, principal.org_id, name)
+    if allocated(session, account) > Decimal(capital):
+        raise invalid(
+            "capital.below_allocated",
+            f"{allocated(session, account)} is already allocated to deployments",
+            field="capital",
+        )
+    principal.audit(
+        session, "account.capital", f"account/{name}", before=account.capital, after=capital
+    )
+    account.capital = capital
+    session.add(account)
+    session.commit()
+    return account_public(session, principal.org_slug, account)
+
+
+@router.delete("/{name}", status_code=204, responses=responses(404, 409))
+def delete_account(
+    name: AccountName, session: SessionDep, principal: Admin, context: ContextDep
+) -> None:
+    account = find_account(session, principal.org_id, name)
+    if session.exec(select(Deployment).where(Deployment.account_id == account.id)).first():
+        raise conflict("account.in_use", f"deployments still trade account {name!r}")
+    principal.audit(session, "account.delete", f"account/{name}")
+    session.delete(account)
+    session.commit()
+    sync_halts(session, context.redis)

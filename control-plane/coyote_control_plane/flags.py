@@ -1,0 +1,145 @@
+"""The Redis side of what the database says: deployments' control flags and kill switches.
+
+The database is the source of truth; Redis carries it to the bot runtimes (control flags) and
+the executor (halts). Everything here writes Redis *from* the database, so the API calls it
+after a change and the supervisor calls it on every pass, which puts the flags back after a
+Redis restart or flush.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from sqlmodel import Session, col, select
+
+from coyote_control_plane.models import (
+    Account,
+    Deployment,
+    DesiredState,
+    KillSwitch,
+    KillSwitchScope,
+    Organization,
+)
+from coyote_sdk import protocol
+from coyote_sdk.control import read_control_flag, set_control_flag
+from coyote_sdk.protocol import BotState, Halt
+
+
+def active_kill_switches(session: Session, org_id: int) -> list[KillSwitch]:
+    return list(
+        session.exec(
+            select(KillSwitch).where(
+                KillSwitch.org_id == org_id, col(KillSwitch.reset_ms).is_(None)
+            )
+        )
+    )
+
+
+def halt_reason(deployment: Deployment, account: Account, switches: list[KillSwitch]) -> str | None:
+    """Why ``deployment`` may not trade now, or None."""
+    for switch in switches:
+        if (
+            switch.scope is KillSwitchScope.ORGANIZATION
+            or (switch.scope is KillSwitchScope.ACCOUNT and switch.target == account.name)
+            or (switch.scope is KillSwitchScope.DEPLOYMENT and switch.target == deployment.name)
+        ):
+            return f"kill switch ({switch.scope.value}): {switch.reason}"
+    return None
+
+
+def effective_state(deployment: Deployment, halted_because: str | None) -> BotState:
+    """The flag a deployment's runtime should see: a halt pauses a running one."""
+    if deployment.desired is DesiredState.STOPPED:
+        return BotState.STOPPED
+    if halted_because is not None:
+        return BotState.PAUSED
+    return BotState(deployment.desired.value)
+
+
+def sync_flag(
+    session: Session,
+    client: redis.Redis,
+    deployment: Deployment,
+    *,
+    set_by: str,
+    reason: str | None = None,
+    force: bool = False,
+) -> bool:
+    """Writes the deployment's flag if Redis differs from the database (or ``force``).
+
+    Returns whether it wrote one. The caller commits the session (the generation written is
+    kept on the deployment).
+    """
+    account = session.get(Account, deployment.account_id)
+    assert account is not None
+    halted = halt_reason(deployment, account, active_kill_switches(session, deployment.org_id))
+    wanted = effective_state(deployment, halted)
+    current = read_control_flag(client, deployment.runtime_id)
+    if not force and current is not None and current.desired is wanted:
+        if current.generation > deployment.flag_generation:
+            deployment.flag_generation = current.generation
+        return False
+    flag = set_control_flag(
+        client,
+        deployment.runtime_id,
+        wanted,
+        reason=halted or reason,
+        set_by=set_by,
+        min_generation=max(deployment.flag_generation, current.generation if current else 0),
+    )
+    deployment.flag_generation = flag.generation
+    session.add(deployment)
+    return True
+
+
+def halts_of(session: Session) -> dict[str, Halt]:
+    """Every halt the executor should obey, by hash field, from the active kill switches."""
+    wanted: dict[str, Halt] = {}
+    switches = session.exec(select(KillSwitch).where(col(KillSwitch.reset_ms).is_(None))).all()
+    for switch in switches:
+        org = session.get(Organization, switch.org_id)
+        assert org is not None
+        if switch.scope is KillSwitchScope.DEPLOYMENT:
+            targets = [("bot", f"{org.slug}.{switch.target}")]
+        elif switch.scope is KillSwitchScope.ACCOUNT:
+            targets = [("account", f"{org.slug}.{switch.target}")]
+        else:
+            accounts = session.exec(select(Account).where(Account.org_id == switch.org_id))
+            targets = [("account", f"{org.slug}.{account.name}") for account in accounts]
+        for scope, target in targets:
+            wanted[f"{scope}:{target}"] = Halt(
+                scope=scope,  # type: ignore[arg-type]
+                target=target,
+                reason=switch.reason,
+                set_by=switch.tripped_by,
+                ts_ms=switch.tripped_ms,
+            )
+    return wanted
+
+
+def sync_halts(session: Session, client: redis.Redis) -> bool:
+    """Makes the Redis halts hash match the active kill switches; returns whether it changed."""
+    wanted = {field: protocol.encode(halt) for field, halt in halts_of(session).items()}
+    stored: Any = client.hgetall(protocol.HALTS_KEY)
+    present = {key.decode(): value for key, value in stored.items()}
+    # Only halts of this database's organisations are ours to lift: a shared Redis may carry
+    # those of another control plane (a test's, a staging one's).
+    ours = {org.slug for org in session.exec(select(Organization))}
+    stale = [
+        field
+        for field in present
+        if field not in wanted and field.partition(":")[2].partition(".")[0] in ours
+    ]
+    missing: dict[Any, Any] = {f: v for f, v in wanted.items() if present.get(f) != v}
+    if not stale and not missing:
+        return False
+    with client.pipeline(transaction=True) as pipe:
+        if stale:
+            pipe.hdel(protocol.HALTS_KEY, *stale)
+        if missing:
+            pipe.hset(protocol.HALTS_KEY, mapping=missing)
+        for field in [*stale, *missing]:
+            pipe.publish(protocol.HALTS_CHANNEL, field)
+        pipe.execute()
+    return True

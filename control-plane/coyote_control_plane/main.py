@@ -1,0 +1,188 @@
+"""The FastAPI application: routes, error shapes, metrics, and the background parts (event
+hub, supervisor, webhook notifier) started and stopped with it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from sqlalchemy.engine import Engine
+
+from coyote_control_plane import errors
+from coyote_control_plane.api.routes import (
+    accounts,
+    audit,
+    auth,
+    bots,
+    deployments,
+    health,
+    risk,
+    users,
+    webhooks,
+)
+from coyote_control_plane.api.routes import (
+    events as event_routes,
+)
+from coyote_control_plane.config import Settings
+from coyote_control_plane.context import ControlPlane
+from coyote_control_plane.db import make_engine, migrate
+from coyote_control_plane.events import EventHub
+from coyote_control_plane.metrics import Metrics
+from coyote_control_plane.notifications import Notifier
+from coyote_control_plane.supervisor import LocalBackend, RuntimeBackend, Supervisor
+from coyote_sdk import protocol
+from coyote_sdk._version import __version__
+from coyote_sdk.config import Endpoints
+
+logger = logging.getLogger("coyote.control_plane")
+
+
+def _operation_id(route: APIRoute) -> str:
+    # Stable names for generated clients: "<tag>-<function>", e.g. "bots-push_version".
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+def runtime_env(endpoints: Endpoints) -> dict[str, str]:
+    """What a bot runtime needs to find the stack."""
+    return {
+        "COYOTE_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+        "COYOTE_REDIS_URL": endpoints.redis_url,
+    }
+
+
+def make_backend(settings: Settings, endpoints: Endpoints) -> RuntimeBackend | None:
+    chosen = settings.supervisor.backend
+    if chosen == "none":
+        return None
+    if chosen == "kubernetes":
+        from coyote_control_plane.supervisor.kubernetes import KubernetesBackend
+
+        return KubernetesBackend.in_cluster(
+            image=settings.supervisor.kubernetes_image,
+            namespace=settings.supervisor.kubernetes_namespace,
+            env=runtime_env(endpoints),
+        )
+    return LocalBackend(settings.stack.home / "control-plane", env=runtime_env(endpoints))
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    backend: RuntimeBackend | None = None,
+    reports_topic: str = protocol.EXECUTION_REPORTS_TOPIC.name,
+    notifier_options: dict[str, Any] | None = None,
+) -> FastAPI:
+    """The control plane's app.
+
+    Args:
+        settings: From the environment by default.
+        engine: The database; made from ``settings.database_url`` by default.
+        backend: Where the supervisor runs bots; from ``settings.supervisor.backend`` by
+            default. No supervisor runs when the setting is ``none`` and none is given.
+        reports_topic: The execution reports topic the live events follow.
+        notifier_options: Options of the webhook :class:`Notifier` (tests shorten backoffs).
+    """
+    settings = settings or Settings()
+    endpoints = settings.stack.endpoints()
+    engine = engine or make_engine(settings.database_url, schema=settings.database_schema)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.auto_migrate:
+            migrate(engine)
+        client = redis.Redis.from_url(endpoints.redis_url, socket_timeout=5)
+        hub = EventHub(
+            redis_url=endpoints.redis_url,
+            kafka_bootstrap=endpoints.kafka_bootstrap,
+            reports_topic=reports_topic,
+        )
+        context = ControlPlane(
+            settings=settings,
+            endpoints=endpoints,
+            engine=engine,
+            redis=client,
+            events=hub,
+            metrics=metrics,
+        )
+        chosen = backend or make_backend(settings, endpoints)
+        notifier = None
+        if chosen is not None:
+            context.supervisor = Supervisor(engine, client, chosen, settings.supervisor)
+            notifier = Notifier(engine, hub, **(notifier_options or {}))
+        app.state.context = context
+        await hub.start()
+        if notifier is not None:
+            await notifier.start()
+        if context.supervisor is not None:
+            context.supervisor.start()
+        try:
+            yield
+        finally:
+            if context.supervisor is not None:
+                context.supervisor.stop()
+            if notifier is not None:
+                await notifier.close()
+            await hub.close()
+            client.close()
+
+    app = FastAPI(
+        title="Coyote control plane",
+        version=__version__,
+        description="Bots, releases, deployments, accounts, risk limits, users and live events. "
+        "Authenticate with an API key (`Authorization: Bearer cyk_...`) or a dashboard session. "
+        'Every error is `{"error": {"code", "message", "field"}}`.',
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    metrics = Metrics(engine)
+    app.middleware("http")(metrics.middleware)
+    errors.install(app)
+    for module in (
+        health,
+        auth,
+        users,
+        accounts,
+        bots,
+        deployments,
+        risk,
+        audit,
+        event_routes,
+        webhooks,
+    ):
+        app.include_router(module.router)
+    _document_validation_errors(app)
+    return app
+
+
+def _document_validation_errors(app: FastAPI) -> None:
+    """Makes the OpenAPI schema tell the truth about errors: 422s have our error shape, not
+    FastAPI's default ``HTTPValidationError``, and every error is JSON."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        ref = {"$ref": "#/components/schemas/ErrorResponse"}
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                for status, answer in operation.get("responses", {}).items():
+                    if status == "422":
+                        answer["description"] = errors._DESCRIPTIONS[422]
+                    # Errors are JSON even from routes whose success is text or a stream.
+                    schemas = [c.get("schema") for c in answer.get("content", {}).values()]
+                    if status == "422" or ref in schemas:
+                        answer["content"] = {"application/json": {"schema": ref}}
+        components = schema.get("components", {}).get("schemas", {})
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,580 @@
+"""The control plane's tables, and the request and response models built on them.
+
+Families follow FastAPI's full-stack template: ``XBase`` holds the shared fields, ``XCreate``
+what a request may set, ``X(table=True)`` the row, ``XPublic`` what a route returns. Routes
+never return rows.
+
+Every row that belongs to an organisation carries ``org_id``; the routes filter on it, so one
+organisation never sees another's rows. Timestamps are integer milliseconds, as on the wire.
+
+Runtime names: a deployment runs as bot id ``<org slug>.<deployment name>`` and trades the
+account ``<org slug>.<account name>`` (the ids in intents, reports, flags and heartbeats), so
+names are unique within an organisation and the ids unique across all of them.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from pydantic import StringConstraints
+from sqlmodel import Field, SQLModel
+
+Name = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,38}$", min_length=1, max_length=39)
+]
+"""Names of bots, deployments and accounts: lower case, no dots (dots join the org slug)."""
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,23}$")]
+
+
+def _json(**kwargs: Any) -> Any:
+    return Field(sa_type=sa.JSON, **kwargs)
+
+
+def _ms(**kwargs: Any) -> Any:
+    return Field(sa_type=sa.BigInteger, **kwargs)
+
+
+def _enum(cls: type[enum.StrEnum]) -> Any:
+    """An enum column stored as its value in a VARCHAR (no database enum type to migrate)."""
+    return sa.Enum(
+        cls,
+        native_enum=False,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+class Role(enum.StrEnum):
+    """What a user may do. ``risk`` is kept apart from ``trader``: a risk officer sets limits
+    and resets kill switches but runs no bots, as the market access rule expects."""
+
+    ADMIN = "admin"
+    TRADER = "trader"
+    RISK = "risk"
+    VIEWER = "viewer"
+
+
+class DesiredState(enum.StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+class RuntimeStatus(enum.StrEnum):
+    """What the supervisor observes of a deployment's runtime."""
+
+    PENDING = "pending"
+    """Wanted but not launched yet (or waiting out a restart backoff)."""
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STALE = "stale"
+    """Its process lives but its heartbeat expired: stuck, or cut off from Redis."""
+    CRASHED = "crashed"
+    """It exited unasked; a restart is scheduled."""
+    FAILED = "failed"
+    """It crashed more often than the restart limit allows; the supervisor gave up."""
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class Broker(enum.StrEnum):
+    PAPER = "paper"
+    ALPACA = "alpaca"
+    OANDA = "oanda"
+
+
+# -- ORGANISATIONS, USERS, KEYS ------------------------------------------------------------
+
+
+class Organization(SQLModel, table=True):
+    __tablename__ = "organizations"
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(unique=True, max_length=24)
+    name: str = Field(max_length=200)
+    created_ms: int = _ms()
+
+
+class OrganizationPublic(SQLModel):
+    slug: str
+    name: str
+    created_ms: int
+
+
+class UserBase(SQLModel):
+    email: str = Field(max_length=254, regex=r"^[^@\s]+@[^@\s]+$")
+    name: str = Field(default="", max_length=200)
+    role: Role
+
+
+class UserCreate(UserBase):
+    password: str | None = Field(default=None, min_length=12, max_length=200)
+    """For the dashboard; users of the CLI only need API keys."""
+
+
+class UserUpdate(SQLModel):
+    name: str | None = Field(default=None, max_length=200)
+    role: Role | None = None
+    disabled: bool | None = None
+    password: str | None = Field(default=None, min_length=12, max_length=200)
+
+
+class User(UserBase, table=True):
+    __tablename__ = "users"
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organizations.id", index=True)
+    email: str = Field(unique=True, max_length=254)
+    role: Role = Field(sa_type=_enum(Role))
+    password_hash: str | None = Field(default=None, max_length=200)
+    disabled: bool = False
+    created_ms: int = _ms()
+
+
+class UserPublic(UserBase):
+    id: int
+    disabled: bool
+    created_ms: int
+
+
+class ApiKeyCreate(SQLModel):
+    name: str = Field(min_length=1, max_length=100)
+    role: Role | None = None
+    """At most the owner's role; the owner's role by default. A key never outranks its owner:
+    its permissions are those of both roles."""
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organizations.id", index=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    name: str = Field(max_length=100)
+    prefix: str = Field(unique=True, max_length=16)
+    """Shown in listings and logs; the key's lookup id."""
+    secret_hash: str = Field(max_length=64)
+    """sha256 of the secret: keys are 256 random bits, so a fast hash cannot be brute forced."""
+    role: Role = Field(sa_type=_enum(Role))
+    created_ms: int = _ms()
+    expires_ms: int | None = _ms(default=None, nullable=True)
+    revoked_ms: int | None = _ms(default=None, nullable=True)
+    last_used_ms: int | None = _ms(default=None, nullable=True)
+
+
+class ApiKeyPublic(SQLModel):
+    id: int
+    name: str
+    prefix: str
+    role: Role
+    user_email: str
+    created_ms: int
+    expires_ms: int | None
+    revoked_ms: int | None
+    last_used_ms: int | None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str
+    """The whole key. Shown once: only its hash is kept."""
+
+
+class DashboardSession(SQLModel, table=True):
+    __tablename__ = "sessions"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    created_ms: int = _ms()
+    expires_ms: int = _ms()
+
+
+class AuditEntry(SQLModel, table=True):
+    """One state-changing action: who, what, when, from where, and what it touched."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (sa.Index("ix_audit_log_org_ts", "org_id", "ts_ms"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organizations.id")
+    ts_ms: int = _ms()
+    actor: str = Field(max_length=300)
+    """``user:<email>`` or ``key:<prefix> (<email>)``, or ``system:<component>``."""
+    action: str = Field(max_length=64, index=True)
+    target: str = Field(max_length=200)
+    source_ip: str | None = Field(default=None, max_length=64)
+    detail: dict[str, Any] = _json(default_factory=dict)
+
+
+class AuditEntryPublic(SQLModel):
+    id: int
+    ts_ms: int
+    actor: str
+    action: str
+    target: str
+    source_ip: str | None
+    detail: dict[str, Any]
+
+
+# -- ACCOUNTS --------------------------------------------------------------------------------
+
+
+class AccountBase(SQLModel):
+    name: Name = Field(max_length=39)
+    broker: Broker = Field(sa_type=_enum(Broker))
+    venue: str = Field(max_length=64, regex=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    """Market-data venue of its instruments (RedisTimeSeries keys)."""
+    currency: str = Field(default="USD", min_length=3, max_length=3, regex=r"^[A-Z]{3}$")
+    credentials_path: str | None = Field(default=None, max_length=200, regex=r"^[A-Za-z0-9_./-]+$")
+    """The Vault path of the broker credentials; never the secret itself."""
+    capital: str | None = Field(default=None, max_length=40, regex=r"^\d+(\.\d+)?$")
+    """Capital that the deployments on this account may be allocated, in total."""
+
+
+class AccountCreate(AccountBase):
+    pass
+
+
+class Account(AccountBase, table=True):
+    __tablename__ = "accounts"
+    __table_args__ = (sa.UniqueConstraint("org_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organizations.id", index=True)
+    name: str = Field(max_length=39)
+    risk_limits: dict[str, Any] = _json(default_factory=dict)
+    """The account's limits, as ``coyote_risk.risk_config_from_mapping`` reads them."""
+    created_ms: int = _ms()
+
+
+class AccountPublic(AccountBase):
+    account_id: str
+    """The id intents and reports carry: ``<org slug>.<name>``."""
+    risk_limits: dict[str, Any]
+    allocated: str
+    """Capital allocated to its deployments."""
+    halted: bool
+    created_ms: int
+
+
+# -- BOTS, VERSIONS, RELEASES ------------------------------------------------------------------
+
+
+class Bot(SQLModel, table=True):
+    __tablename__ = "bots"
+    __table_args__ = (sa.UniqueConstraint("org_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organizations.id", index=True)
+    name: str = Field(max_length=64)
+    created_ms: int = _ms()
+    created_by: str = Field(max_length=300)
+
+
+class BotPublic(SQLModel):
+    name: str
+    created_ms: int
+    created_by: str
+    latest_version: int | None
+    versions: int
+
+
+class BundleBlob(SQLModel, table=True):
+    """Bundle bytes by digest, in the database: stored in the same transaction as the version
+    that names them, so an upload is all there or not at all."""
+
+    __tablename__ = "bundle_blobs"
+
+    digest: str = Field(primary_key=True, max_length=71)
+    data: bytes = Field(sa_type=sa.LargeBinary)
+    size: int
+
+
+class BotVersion(SQLModel, table=True):
+    __tablename__ = "bot_versions"
+    __table_args__ = (
+        sa.UniqueConstraint("bot_id", "number"),
+        sa.UniqueConstraint("bot_id", "digest"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    bot_id: int = Field(foreign_key="bots.id", index=True)
+    number: int
+    digest: str = Field(foreign_key="bundle_blobs.digest", max_length=71)
+    manifest: dict[str, Any] = _json()
+    size: int
+    pushed_by: str = Field(max_length=300)
+    pushed_ms: int = _ms()
+
+
+class BotVersionPublic(SQLModel):
+    bot: str
+    number: int
+    digest: str
+    size: int
+    bot_class: str
+    symbols: list[str]
+    timeframe: str
+    params_schema: dict[str, Any]
+    requirements: list[str]
+    sdk_version: str
+    pushed_by: str
+    pushed_ms: int
+    created: bool = False
+    """False when the same bundle had been pushed before: its existing version is answered."""
+
+
+class ReleaseCreate(SQLModel):
+    version: int | None = Field(default=None, ge=1)
+    """The bot version; the latest by default."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Validated against the bundle's parameters schema."""
+    risk_profile: dict[str, Any] = Field(default_factory=dict)
+    """Limits for this bot (the ``[bots.<id>]`` section of a risk document)."""
+
+
+class Release(SQLModel, table=True):
+    """Immutable and content-addressed: the same bundle, requirements, parameters and risk
+    profile always make the same release."""
+
+    __tablename__ = "releases"
+    __table_args__ = (
+        sa.UniqueConstraint("bot_id", "number"),
+        sa.UniqueConstraint("bot_id", "content_hash"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organizations.id", index=True)
+    bot_id: int = Field(foreign_key="bots.id", index=True)
+    number: int
+    version_id: int = Field(foreign_key="bot_versions.id")
+    content_hash: str = Field(max_length=71)
+    params: dict[str, Any] = _json(default_factory=dict)
+    risk_profile: dict[str, Any] = _json(default_factory=dict)
+    created_by: str = Field(max_length=300)
+    created_ms: int = _ms()
+
+
+class ReleasePublic(SQLModel):
+    bot: str
+    number: int
+    version: int
+    digest: str
+    requirements: list[str]
+    content_hash: str
+    params: dict[str, Any]
+    risk_profile: dict[str, Any]
+    created_by: str
+    created_ms: int
+
+
+# -- DEPLOYMENTS -------------------------------------------------------------------------------
+
+
+class DeploymentCreate(SQLModel):
+    name: Name
+    bot: str = Field(max_length=64)
+    account: str = Field(max_length=39)
+    release: int | None = Field(default=None, ge=1)
+    """A release number of the bot; omitted, a release is made from ``version`` and
+    ``params`` (or found, if the same one exists)."""
+    version: int | None = Field(default=None, ge=1)
+    params: dict[str, Any] | None = None
+    risk_profile: dict[str, Any] | None = None
+    capital: str = Field(default="0", max_length=40, regex=r"^\d+(\.\d+)?$")
+    """The deployment's capital allocation: its own sub-ledger of the account."""
+    start: bool = False
+    """Start it right away."""
+
+
+class Deployment(SQLModel, table=True):
+    __tablename__ = "deployments"
+    __table_args__ = (sa.UniqueConstraint("org_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organizations.id", index=True)
+    name: str = Field(max_length=39)
+    runtime_id: str = Field(unique=True, max_length=64)
+    bot_id: int = Field(foreign_key="bots.id", index=True)
+    account_id: int = Field(foreign_key="accounts.id", index=True)
+    release_id: int = Field(foreign_key="releases.id")
+    capital: str = Field(default="0", max_length=40)
+    desired: DesiredState = Field(default=DesiredState.STOPPED, sa_type=_enum(DesiredState))
+    flag_generation: int = Field(default=0, sa_type=sa.BigInteger)
+    """The last control-flag generation written: flags written after a Redis restart continue
+    above it, so a runtime never mistakes them for stale ones."""
+    status: RuntimeStatus = Field(default=RuntimeStatus.STOPPED, sa_type=_enum(RuntimeStatus))
+    status_detail: str | None = Field(default=None, max_length=2000)
+    status_ms: int = _ms(default=0)
+    restarts: int = 0
+    """Consecutive crashes since it last ran healthily."""
+    next_start_ms: int | None = _ms(default=None, nullable=True)
+    runtime_ref: str | None = Field(default=None, max_length=200)
+    """The backend's handle on the runtime (a pid, a Kubernetes Deployment name)."""
+    created_by: str = Field(max_length=300)
+    created_ms: int = _ms()
+    updated_ms: int = _ms()
+
+
+class DeploymentPublic(SQLModel):
+    name: str
+    runtime_id: str
+    bot: str
+    account: str
+    account_id: str
+    release: int
+    version: int
+    digest: str
+    params: dict[str, Any]
+    capital: str
+    desired: DesiredState
+    status: RuntimeStatus
+    status_detail: str | None
+    status_ms: int
+    restarts: int
+    heartbeat: dict[str, Any] | None = None
+    """The runtime's last heartbeat (state, counters), when it has one."""
+    created_by: str
+    created_ms: int
+    updated_ms: int
+
+
+class DeploymentRelease(SQLModel, table=True):
+    """Which release a deployment ran from when: the history rollback walks back through."""
+
+    __tablename__ = "deployment_releases"
+
+    id: int | None = Field(default=None, primary_key=True)
+    deployment_id: int = Field(foreign_key="deployments.id", index=True)
+    release_id: int = Field(foreign_key="releases.id")
+    ts_ms: int = _ms()
+    set_by: str = Field(max_length=300)
+    action: str = Field(max_length=16)
+    """``deploy``, ``promote`` or ``rollback``."""
+
+
+class DeploymentReleasePublic(SQLModel):
+    release: int
+    ts_ms: int
+    set_by: str
+    action: str
+
+
+class ReleaseChange(SQLModel):
+    release: int | None = Field(default=None, ge=1)
+    """For a rollback: the release to go back to; the one before the current by default."""
+
+
+# -- RISK --------------------------------------------------------------------------------------
+
+
+class KillSwitchScope(enum.StrEnum):
+    ORGANIZATION = "organization"
+    ACCOUNT = "account"
+    DEPLOYMENT = "deployment"
+
+
+class KillSwitch(SQLModel, table=True):
+    """A tripped kill switch halts the orders of its scope until a risk officer resets it."""
+
+    __tablename__ = "kill_switches"
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organizations.id", index=True)
+    scope: KillSwitchScope = Field(sa_type=_enum(KillSwitchScope))
+    target: str = Field(max_length=64)
+    """The account or deployment name; the org slug for the organisation."""
+    reason: str = Field(max_length=500)
+    tripped_by: str = Field(max_length=300)
+    tripped_ms: int = _ms()
+    reset_by: str | None = Field(default=None, max_length=300)
+    reset_ms: int | None = _ms(default=None, nullable=True)
+
+
+class KillSwitchTrip(SQLModel):
+    scope: KillSwitchScope
+    target: str | None = Field(default=None, max_length=64)
+    """The account or deployment name; omitted for the organisation."""
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class KillSwitchPublic(SQLModel):
+    id: int
+    scope: KillSwitchScope
+    target: str
+    reason: str
+    tripped_by: str
+    tripped_ms: int
+    reset_by: str | None
+    reset_ms: int | None
+
+
+# -- NOTIFICATIONS -----------------------------------------------------------------------------
+
+
+class WebhookFormat(enum.StrEnum):
+    GENERIC = "generic"
+    """The event as JSON, signed with HMAC-SHA256 in ``X-Coyote-Signature``."""
+    SLACK = "slack"
+    TELEGRAM = "telegram"
+
+
+class WebhookBase(SQLModel):
+    url: str = Field(max_length=500, regex=r"^https?://\S+$")
+    format: WebhookFormat = Field(default=WebhookFormat.GENERIC, sa_type=_enum(WebhookFormat))
+    kinds: list[str] = _json(default_factory=lambda: ["bot.crashed", "bot.failed", "alert"])
+    """Event kinds to deliver (``*`` for all)."""
+    chat_id: str | None = Field(default=None, max_length=64)
+    """Telegram's chat id."""
+
+
+class WebhookCreate(WebhookBase):
+    pass
+
+
+class Webhook(WebhookBase, table=True):
+    __tablename__ = "webhooks"
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organizations.id", index=True)
+    secret: str = Field(max_length=64)
+    created_ms: int = _ms()
+
+
+class WebhookPublic(WebhookBase):
+    id: int
+    created_ms: int
+
+
+class WebhookCreated(WebhookPublic):
+    secret: str
+    """The HMAC key of ``X-Coyote-Signature``. Shown once."""
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event to one webhook: kept until delivered or given up on, so a restart of the
+    control plane resumes retries instead of losing them."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (sa.Index("ix_webhook_deliveries_pending", "delivered", "next_attempt_ms"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    webhook_id: int = Field(foreign_key="webhooks.id", index=True)
+    event: dict[str, Any] = _json()
+    attempts: int = 0
+    delivered: bool = False
+    given_up: bool = False
+    next_attempt_ms: int = _ms()
+    last_error: str | None = Field(default=None, max_length=1000)
+
+
+class WebhookDeliveryPublic(SQLModel):
+    id: int
+    event: dict[str, Any]
+    attempts: int
+    delivered: bool
+    given_up: bool
+    last_error: str | None

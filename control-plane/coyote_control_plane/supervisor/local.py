@@ -1,0 +1,163 @@
+"""Bot runtimes as local processes: the embedded default, and what the tests run.
+
+Each runtime is ``python -m coyote_sdk run <bundle> ...`` in a session of its own, so a Ctrl-C
+meant for the control plane does not reach the bots, and a restarted control plane adopts the
+runtimes still running (their pid files say which). Output goes to one log file per runtime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from coyote_control_plane.supervisor.backends import (
+    LogChunk,
+    Observation,
+    RuntimeBackend,
+    RuntimeSpec,
+)
+
+_TAIL_BYTES = 1024 * 1024
+
+
+class LocalBackend(RuntimeBackend):
+    """Runs each runtime as a child process of this machine.
+
+    Args:
+        home: Where bundles, pid files and logs are kept.
+        env: Environment of the runtimes on top of this process's (the stack's endpoints).
+        python: The interpreter that runs them; this one by default.
+    """
+
+    name = "local"
+
+    def __init__(
+        self, home: Path, *, env: Mapping[str, str] | None = None, python: str = sys.executable
+    ) -> None:
+        self.home = home
+        self.env = dict(env or {})
+        self.python = python
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        for folder in ("bundles", "logs", "runtimes"):
+            (home / folder).mkdir(parents=True, exist_ok=True)
+
+    # -- paths ------------------------------------------------------------------------------
+
+    def log_path(self, runtime_id: str) -> Path:
+        return self.home / "logs" / f"{runtime_id}.log"
+
+    def _pid_path(self, runtime_id: str) -> Path:
+        return self.home / "runtimes" / f"{runtime_id}.pid"
+
+    # -- RuntimeBackend ---------------------------------------------------------------------
+
+    def launch(self, spec: RuntimeSpec) -> str:
+        self.terminate(spec.runtime_id, force=True)
+        bundle = self.home / "bundles" / f"{spec.digest.removeprefix('sha256:')}.tar.gz"
+        if not bundle.exists():
+            partial = bundle.with_suffix(".partial")
+            partial.write_bytes(spec.bundle)
+            partial.replace(bundle)
+        workdir = self.home / "runtimes" / spec.runtime_id
+        workdir.mkdir(exist_ok=True)
+        log = self.log_path(spec.runtime_id).open("ab")
+        try:
+            child = subprocess.Popen(
+                [self.python, "-m", "coyote_sdk", *spec.command_args(str(bundle.resolve()))],
+                cwd=workdir,  # no stray .env of the control plane's folder is read
+                env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        self._children[spec.runtime_id] = child
+        self._pid_path(spec.runtime_id).write_text(str(child.pid))
+        return str(child.pid)
+
+    def observe(self, runtime_id: str) -> Observation:
+        child = self._children.get(runtime_id)
+        if child is not None:
+            code = child.poll()
+            if code is None:
+                return Observation(alive=True, ref=str(child.pid))
+            return Observation(alive=False, exit_code=code, ref=str(child.pid))
+        pid = self._adoptable(runtime_id)
+        if pid is not None:
+            return Observation(alive=True, ref=str(pid), detail="adopted after a restart")
+        return Observation(alive=False)
+
+    def terminate(self, runtime_id: str, *, force: bool = False) -> None:
+        child = self._children.get(runtime_id)
+        pid = child.pid if child is not None and child.poll() is None else None
+        pid = pid or self._adoptable(runtime_id)
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            # The whole session: a bot's own child processes go with it.
+            os.killpg(pid, signal.SIGKILL if force else signal.SIGTERM)
+        if force and child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=5)
+
+    def remove(self, runtime_id: str) -> None:
+        child = self._children.pop(runtime_id, None)
+        if child is not None:
+            child.poll()  # reaps it
+        self._pid_path(runtime_id).unlink(missing_ok=True)
+
+    def logs(
+        self, runtime_id: str, *, tail: int = 200, since_offset: int | None = None
+    ) -> LogChunk:
+        path = self.log_path(runtime_id)
+        if not path.exists():
+            return LogChunk(lines=[], next_offset=since_offset or 0)
+        with path.open("rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            if since_offset is not None:
+                start = since_offset if since_offset <= size else 0  # truncated: start over
+                file.seek(start)
+                data = file.read()
+                # A line still being written waits for the next call.
+                complete = data.rfind(b"\n") + 1
+                lines = data[:complete].decode(errors="replace").splitlines()
+                return LogChunk(lines=lines, next_offset=start + complete)
+            file.seek(max(0, size - _TAIL_BYTES))
+            data = file.read()
+        complete = data.rfind(b"\n") + 1
+        lines = data[:complete].decode(errors="replace").splitlines()[-tail:]
+        return LogChunk(lines=lines, next_offset=size - (len(data) - complete))
+
+    def close(self) -> None:
+        self._children.clear()
+
+    def shutdown(self) -> None:
+        """Kills every runtime this backend launched (tests and the demo clean up with it)."""
+        for runtime_id in list(self._children):
+            self.terminate(runtime_id, force=True)
+            self.remove(runtime_id)
+
+    # -- adoption ----------------------------------------------------------------------------
+
+    def _adoptable(self, runtime_id: str) -> int | None:
+        """The pid of a runtime launched by an earlier control plane, if it still runs."""
+        try:
+            pid = int(self._pid_path(runtime_id).read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        # The pid may have been reused by another process: it must be our runtime.
+        if b"coyote_sdk" in cmdline and runtime_id.encode() in cmdline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return None
+            return pid
+        return None

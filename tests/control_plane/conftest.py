@@ -1,0 +1,211 @@
+"""A control plane per test on the real stack: its own PostgreSQL schema, organisations with a
+user of every role, and an HTTP client for each."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import sqlalchemy
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from coyote_control_plane.bootstrap import create_organization
+from coyote_control_plane.config import Settings, SupervisorSettings
+from coyote_control_plane.db import migrate
+from coyote_control_plane.main import create_app
+from coyote_control_plane.models import Role
+from coyote_control_plane.supervisor import RuntimeBackend
+from coyote_sdk import protocol
+from coyote_sdk.bundles import Bundle, build_bundle
+from coyote_sdk.config import StackSettings
+
+REPO = Path(__file__).resolve().parents[2]
+ROLES = ("admin", "trader", "risk", "viewer")
+
+
+@dataclasses.dataclass
+class Org:
+    """An organisation of the test, with a client authenticated as each role."""
+
+    slug: str
+    clients: dict[str, TestClient]
+
+    def __getattr__(self, role: str) -> TestClient:
+        try:
+            return self.clients[role]
+        except KeyError:
+            raise AttributeError(role) from None
+
+
+@dataclasses.dataclass
+class ControlPlaneUnderTest:
+    app: FastAPI
+    client: TestClient
+    engine: sqlalchemy.Engine
+    unique: str
+    acme: Org
+    globex: Org
+    """A second organisation: nothing of acme's may be visible or touchable from it."""
+
+    def anonymous(self) -> TestClient:
+        return TestClient(self.app, raise_server_exceptions=False)
+
+
+def make_org(client: TestClient, app: FastAPI, engine: sqlalchemy.Engine, slug: str) -> Org:
+    with Session(engine) as session:
+        _, _, admin_key = create_organization(
+            session, slug=slug, name=slug.title(), admin_email=f"admin@{slug}.example"
+        )
+    clients = {"admin": _client(app, admin_key)}
+    for role in ROLES[1:]:
+        answer = clients["admin"].post(
+            "/v1/users", json={"email": f"{role}@{slug}.example", "role": role}
+        )
+        assert answer.status_code == 201, answer.text
+    # Keys of the other users are made by logging in as them: an admin cannot make keys for
+    # someone else, so each user gets a password first.
+    for role in ROLES[1:]:
+        users = clients["admin"].get("/v1/users").json()
+        user_id = next(u["id"] for u in users if u["role"] == role)
+        clients["admin"].patch(f"/v1/users/{user_id}", json={"password": "correct-horse-battery"})
+        session_client = TestClient(app, raise_server_exceptions=False)
+        login = session_client.post(
+            "/v1/auth/login",
+            json={"email": f"{role}@{slug}.example", "password": "correct-horse-battery"},
+        )
+        assert login.status_code == 200, login.text
+        key = session_client.post("/v1/api-keys", json={"name": "tests"}).json()["key"]
+        clients[role] = _client(app, key)
+    return Org(slug=slug, clients=clients)
+
+
+def _client(app: FastAPI, key: str) -> TestClient:
+    return TestClient(
+        app, headers={"Authorization": f"Bearer {key}"}, raise_server_exceptions=False
+    )
+
+
+def control_plane(
+    postgres: sqlalchemy.Engine,
+    unique: str,
+    *,
+    backend: RuntimeBackend | None = None,
+    supervisor: SupervisorSettings | None = None,
+    **settings: Any,
+) -> Iterator[ControlPlaneUnderTest]:
+    options = Settings(
+        supervisor=supervisor or SupervisorSettings(backend="none"),
+        stack=StackSettings(),
+        auto_migrate=False,
+        **settings,
+    )
+    migrate(postgres)
+    app = create_app(options, engine=postgres, backend=backend, **_app_options())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        acme = make_org(client, app, postgres, f"acme{unique[:8]}")
+        globex = make_org(client, app, postgres, f"globex{unique[:8]}")
+        try:
+            yield ControlPlaneUnderTest(app, client, postgres, unique, acme, globex)
+        finally:
+            _forget_redis_keys(options.stack, [acme.slug, globex.slug])
+
+
+def _forget_redis_keys(stack: StackSettings, slugs: list[str]) -> None:
+    """Removes the flags, heartbeats and halts the test's organisations left in Redis."""
+    client = redis.Redis.from_url(stack.endpoints().redis_url)
+    try:
+        for slug in slugs:
+            keys = list(client.scan_iter(match=f"{protocol.KEY_PREFIX}:bot:{slug}.*"))
+            if keys:
+                client.delete(*keys)
+            fields = [
+                f
+                for f in client.hkeys(protocol.HALTS_KEY)
+                if f.decode().split(":", 1)[1].startswith(f"{slug}.")
+            ]
+            if fields:
+                client.hdel(protocol.HALTS_KEY, *fields)
+    finally:
+        client.close()
+
+
+def _app_options() -> dict[str, Any]:
+    return {"notifier_options": {"backoff_base_s": 0.05, "poll_s": 0.05}}
+
+
+@pytest.fixture
+def cp(postgres: sqlalchemy.Engine, unique: str) -> Iterator[ControlPlaneUnderTest]:
+    """A control plane without a supervisor (the API alone)."""
+    yield from control_plane(postgres, unique)
+
+
+BOT_SOURCE = '''
+import os
+
+from coyote_sdk import Bot, Param
+
+
+class Buyer(Bot):
+    """Buys on every bar; ``crash`` makes its process die at start (a crashing bot)."""
+
+    symbols = ["GOOG"]
+    timeframe = "1m"
+
+    quantity: int = Param(1, ge=1)
+    crash: bool = Param(False)
+
+    def on_start(self):
+        if self.crash:
+            os._exit(3)
+
+    def on_bar(self, bar):
+        self.buy(bar.symbol, self.quantity)
+'''
+
+
+def buyer_bundle(tmp_path: Path, name: str = "buyer", *, variant: str = "") -> Bundle:
+    """A small bot's bundle; a different ``variant`` gives a different digest."""
+    folder = tmp_path / f"src-{name}-{variant or 'base'}"
+    folder.mkdir()
+    (folder / f"{name}.py").write_text(BOT_SOURCE + (f"\n# {variant}\n" if variant else ""))
+    return build_bundle(folder / f"{name}.py", name=name)
+
+
+def push(
+    client: TestClient | httpx.Client, bundle: Bundle, name: str | None = None
+) -> httpx.Response:
+    return client.post(
+        f"/v1/bots/{name or bundle.manifest.name}/versions",
+        content=bundle.data,
+        headers={"Content-Type": "application/gzip", "X-Bundle-Digest": bundle.digest},
+    )
+
+
+def add_account(client: TestClient, name: str = "paper", **fields: Any) -> dict[str, Any]:
+    answer = client.post(
+        "/v1/accounts", json={"name": name, "broker": "paper", "venue": "demo", **fields}
+    )
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
+def deploy(client: TestClient, name: str = "buy", **fields: Any) -> dict[str, Any]:
+    answer = client.post(
+        "/v1/deployments", json={"name": name, "bot": "buyer", "account": "paper", **fields}
+    )
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
+def error_code(answer: httpx.Response) -> str:
+    return str(answer.json()["error"]["code"])
+
+
+__all__ = ["REPO", "ROLES", "ControlPlaneUnderTest", "Org", "Role", "buyer_bundle", "push"]
