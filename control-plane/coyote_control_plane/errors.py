@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -120,6 +121,17 @@ def install(app: FastAPI) -> None:
             exc.status_code, f"http.{exc.status_code}"
         )
         return _body(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(sa.exc.DataError)
+    async def _unstorable(_request: Request, exc: sa.exc.DataError) -> JSONResponse:
+        # A value the schema let through but the database cannot hold (a NUL character in
+        # text on PostgreSQL, a number beyond its columns): the request's fault, not ours.
+        logger.info("refused a value the database cannot store: %s", exc.orig)
+        return _body(
+            422,
+            "request.unstorable",
+            "a value cannot be stored (NUL characters or numbers out of range)",
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -25,6 +25,10 @@ Name = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,38}$", min_length=1, max_length=39)
 ]
 """Names of bots, deployments and accounts: lower case, no dots (dots join the org slug)."""
+MAX_INT = 2**31 - 1
+"""Largest row id or number: PostgreSQL's INTEGER."""
+MAX_BIGINT = 2**63 - 1
+
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,23}$")]
 
 
@@ -328,7 +332,7 @@ class BotVersionPublic(SQLModel):
 
 
 class ReleaseCreate(SQLModel):
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=MAX_INT)
     """The bot version; the latest by default."""
     params: dict[str, Any] = Field(default_factory=dict)
     """Validated against the bundle's parameters schema."""
@@ -378,10 +382,10 @@ class DeploymentCreate(SQLModel):
     name: Name
     bot: str = Field(max_length=64)
     account: str = Field(max_length=39)
-    release: int | None = Field(default=None, ge=1)
+    release: int | None = Field(default=None, ge=1, le=MAX_INT)
     """A release number of the bot; omitted, a release is made from ``version`` and
     ``params`` (or found, if the same one exists)."""
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=MAX_INT)
     params: dict[str, Any] | None = None
     risk_profile: dict[str, Any] | None = None
     capital: str = Field(default="0", max_length=40, regex=r"^\d+(\.\d+)?$")
@@ -464,7 +468,7 @@ class DeploymentReleasePublic(SQLModel):
 
 
 class ReleaseChange(SQLModel):
-    release: int | None = Field(default=None, ge=1)
+    release: int | None = Field(default=None, ge=1, le=MAX_INT)
     """For a rollback: the release to go back to; the one before the current by default."""
 
 

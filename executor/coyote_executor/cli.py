@@ -109,6 +109,8 @@ async def serve(
             reconcile_interval_s=settings.reconcile_interval_s,
             broker_failure_limit=settings.broker_failure_limit,
             dedupe_window=settings.dedupe_window,
+            halts_refresh_s=settings.halts_refresh_s,
+            halts_hold_s=settings.halts_hold_s,
         ),
     )
     if ready is not None:

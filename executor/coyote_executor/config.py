@@ -30,6 +30,11 @@ class Settings(CoyoteSettings):
     """Consecutive failed broker calls that open an account's broker circuit (HALTED)."""
     dedupe_window: int = Field(default=100_000, ge=1)
     """How many recent intent ids are remembered in memory before the database is asked."""
+    halts_refresh_s: float = Field(default=1.0, gt=0)
+    """How often the kill-switch hash is read whole, besides its pub/sub announcements."""
+    halts_hold_s: float = Field(default=10.0, ge=0)
+    """After a Redis restart, kill switches missing from Redis stay in force this long, so an
+    empty Redis cannot lift them before the control plane writes them back."""
     paper_match_interval_ms: int = Field(default=100, ge=1)
     """How often the paper broker checks resting orders against the last prices."""
     stack: StackSettings = Field(default_factory=StackSettings)

@@ -29,10 +29,12 @@ for the one narrow window in which such a report can be published twice, same ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
 import time
+import types
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -59,11 +61,13 @@ from coyote_executor.brokers.base import (
 from coyote_executor.orders import Advance, LiveOrder, advance, reject
 from coyote_executor.prices import PriceBook
 from coyote_executor.store import Changes, Store, intent_row
-from coyote_risk import REASONS, RiskEngine
+from coyote_risk import ACTIVE, HALTED, REASON_CODES, REASONS, RiskEngine
 from coyote_sdk import protocol
 from coyote_sdk.protocol import (
     ALERTS_STREAM,
     EXECUTION_REPORTS_TOPIC,
+    HALTS_CHANNEL,
+    HALTS_KEY,
     INTENTS_DEAD_LETTER_TOPIC,
     INTENTS_TOPIC,
     Alert,
@@ -71,6 +75,7 @@ from coyote_sdk.protocol import (
     CancelOrder,
     ExecType,
     ExecutionReport,
+    Halt,
     NewOrder,
     OrderIntent,
     OrderStatus,
@@ -86,6 +91,7 @@ log = logging.getLogger("coyote.executor")
 
 _T = TypeVar("_T")
 _SIDE = {Side.BUY: 1, Side.SELL: -1}
+_HALTED = REASON_CODES["risk.halted"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +110,11 @@ class ExecutorOptions:
         max_intent_age_ms: An intent older than this when it arrives is rejected
             (``intent.expired``) rather than traded on a market that has moved on, e.g. after
             an executor outage. None accepts any age.
+        halts_refresh_s: How often the whole kill switch hash is read again, besides the
+            changes announced on its channel (catches a missed message or a Redis restart).
+        halts_hold_s: After Redis restarted or was unreachable, kill switches missing from
+            the hash stay in force this long: a Redis that lost its data must not lift them
+            before the control plane has written them again.
         intents_topic, reports_topic, dead_letter_topic: The protocol's topics; other names
             only for isolated tests.
     """
@@ -115,6 +126,8 @@ class ExecutorOptions:
     broker_failure_limit: int = 5
     dedupe_window: int = 100_000
     max_intent_age_ms: int | None = 60_000
+    halts_refresh_s: float = 1.0
+    halts_hold_s: float = 10.0
     intents_topic: str = INTENTS_TOPIC.name
     reports_topic: str = EXECUTION_REPORTS_TOPIC.name
     dead_letter_topic: str = INTENTS_DEAD_LETTER_TOPIC.name
@@ -126,6 +139,11 @@ class _Account:
     broker: Broker
     engine: RiskEngine
     failures: int = 0
+    circuit_open: bool = False
+    """The broker circuit tripped; one of the two causes of an account halt, the other being
+    a kill switch (see :meth:`Executor._sync_states`)."""
+    halted_bots: set[str] = dataclasses.field(default_factory=set)
+    """Bots this executor halted in :attr:`engine` for their kill switches."""
 
 
 @dataclasses.dataclass
@@ -203,8 +221,22 @@ class Executor:
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._last_reconcile = 0.0
+        self._halts: dict[str, Halt] = {}
+        """Kill switches in force here, by hash field (``account:<id>``, ``bot:<id>``)."""
+        self._halt_values: dict[str, bytes] = {}
+        """The stored value of each field in :attr:`_halts`, to tell what changed."""
+        self._halts_read = False
+        self._halts_unreachable = False
+        self._redis_run_id: str | None = None
+        self._hold_halts_until = 0.0
+        """Until then (monotonic), a field missing from the hash is not a lift."""
         self.ready = asyncio.Event()
         """Set once the executor owns its partitions and has recovered their accounts."""
+
+    @property
+    def halts(self) -> Mapping[str, Halt]:
+        """The kill switches this executor obeys now, by their field in :data:`HALTS_KEY`."""
+        return types.MappingProxyType(self._halts)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -212,6 +244,10 @@ class Executor:
         """Runs until ``stop`` is set (or forever)."""
         stop = stop or asyncio.Event()
         await self._durably(self._store.create_schema, stop)
+        # The kill switches are known before the first intent is taken: an intent of a halted
+        # account must not slip through while the watcher starts.
+        if not await self._read_halts_at_start(stop):
+            return
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
             transactional_id=f"{self.options.group_id}-{self.options.instance_id}",
@@ -228,6 +264,7 @@ class Executor:
         )
         await self._producer.start()
         brokers = {id(b): b for b in self._brokers.values()}.values()
+        watcher = asyncio.create_task(self._watch_halts(stop), name="coyote-executor-halts")
         try:
             for broker in brokers:
                 await broker.start(self._on_broker_update)
@@ -237,8 +274,13 @@ class Executor:
                 "executor %s started for %d accounts", self.options.instance_id, len(self._configs)
             )
             while not stop.is_set():
+                if watcher.done():
+                    watcher.result()  # a watcher that died must stop the executor, not blind it
                 await self._step(stop)
         finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             for broker in brokers:
                 await broker.close()
             await self._consumer.stop()
@@ -382,7 +424,9 @@ class Executor:
                 raw,
                 now,
                 REASONS[refused],
-                f"refused by the risk engine: {REASONS[refused]}",
+                self._halted_because(account, intent.bot_id)
+                if refused == _HALTED
+                else f"refused by the risk engine: {REASONS[refused]}",
                 order=order,
             )
             return
@@ -407,7 +451,11 @@ class Executor:
             )
         order = LiveOrder.placed(intent, now)
         if code:
-            reason = f"refused by the risk engine: {REASONS[code]}"
+            reason = (
+                self._halted_because(account, intent.bot_id)
+                if code == _HALTED
+                else f"refused by the risk engine: {REASONS[code]}"
+            )
             step.decided(
                 intent,
                 raw,
@@ -658,7 +706,8 @@ class Executor:
             error,
         )
         if account.failures == self.options.broker_failure_limit:
-            account.engine.set_state("halted")
+            account.circuit_open = True
+            self._sync_states(account)
             self._alert(
                 "critical",
                 "broker.circuit_open",
@@ -727,6 +776,7 @@ class Executor:
                 slot = engine.slot(position.bot_id, position.symbol)
                 if slot is not None:
                     slot.book(float(position.quantity))
+            self._sync_states(account)
             self._accounts[account_id] = account
         open_orders = await self._durably(lambda: self._store.open_orders(owned), stop)
         for order in open_orders:
@@ -779,6 +829,175 @@ class Executor:
             account.failures = 0
         await self._durably(lambda: self._store.apply(changes), stop)
         await self._publish_outbox(stop)
+
+    # -- kill switches ---------------------------------------------------------------------
+
+    async def _read_halts_at_start(self, stop: asyncio.Event) -> bool:
+        """Reads the kill switches, waiting for Redis if it is down: without them no intent is
+        taken (fail safe). Returns False if ``stop`` was set first."""
+        delay = 0.2
+        while not stop.is_set():
+            try:
+                await self._read_halts()
+                return True
+            except (aioredis.RedisError, OSError) as exc:
+                self._redis_lost(exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 5.0)
+        return False
+
+    async def _watch_halts(self, stop: asyncio.Event) -> None:
+        """Follows the kill switches: a change announced on :data:`HALTS_CHANNEL` is read at
+        once, and the whole hash again every ``halts_refresh_s`` for a missed message or a
+        Redis that restarted empty (the control plane writes it again). While Redis is
+        unreachable the last known kill switches stay in force."""
+        interval = self.options.halts_refresh_s
+        while not stop.is_set():
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(HALTS_CHANNEL)
+                while not stop.is_set():
+                    # Read after (re)subscribing too: a change made while not subscribed is
+                    # announced to nobody.
+                    await self._read_halts()
+                    deadline = time.monotonic() + interval
+                    while (left := deadline - time.monotonic()) > 0:
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=left
+                        )
+                        if message is not None:
+                            break  # the message names one field; the hash is read whole
+            except (aioredis.RedisError, OSError) as exc:
+                self._redis_lost(exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+            finally:
+                with contextlib.suppress(aioredis.RedisError, OSError):
+                    await pubsub.aclose()
+
+    def _redis_lost(self, error: Exception) -> None:
+        if not self._halts_unreachable:
+            self._halts_unreachable = True
+            log.error(
+                "kill switches unreadable (%s): the last known stay in force (%d)",
+                error,
+                len(self._halts),
+            )
+
+    async def _read_halts(self) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.info("server")
+            pipe.hgetall(HALTS_KEY)
+            info, stored = await pipe.execute(raise_on_error=False)
+        if isinstance(stored, Exception):
+            raise stored
+        # A new run id is a restarted Redis, maybe empty until the control plane writes the
+        # hash again; an INFO refused (ACLs) only loses that detection.
+        run_id = info.get("run_id") if isinstance(info, dict) else None
+        restarted = run_id is not None and self._redis_run_id not in (None, run_id)
+        self._redis_run_id = run_id or self._redis_run_id
+        if (restarted or self._halts_unreachable) and self._halts:
+            log.warning(
+                "Redis %s: kill switches missing from it stay in force for %.0f s",
+                "restarted" if restarted else "back",
+                self.options.halts_hold_s,
+            )
+            self._hold_halts_until = time.monotonic() + self.options.halts_hold_s
+        if self._halts_unreachable:
+            self._halts_unreachable = False
+            log.info("kill switches readable again")
+        self._set_halts(
+            {
+                (k.decode() if isinstance(k, bytes) else str(k)): (
+                    v if isinstance(v, bytes) else str(v).encode()
+                )
+                for k, v in stored.items()
+            },
+            keep_missing=time.monotonic() < self._hold_halts_until,
+        )
+
+    def _obeys(self, field: str) -> bool:
+        """Whether a halts field concerns this executor: an account it is configured for (an
+        instance may own it after a rebalance), or any bot (intents name their bot)."""
+        scope, colon, target = field.partition(":")
+        if not colon or not target:
+            return False
+        return scope == "bot" or (scope == "account" and target in self._configs)
+
+    def _set_halts(self, stored: Mapping[str, bytes], *, keep_missing: bool = False) -> None:
+        """Takes the hash as read: applies new and changed kill switches, lifts the removed
+        ones (unless ``keep_missing``), and alerts on each change (not on the first read:
+        those were announced when they were tripped; they are logged)."""
+        wanted = {f: v for f, v in stored.items() if self._obeys(f)}
+        if keep_missing:
+            wanted = {**self._halt_values, **wanted}
+        alert, self._halts_read = self._halts_read, True
+        if wanted == self._halt_values:
+            return
+        alerts: list[tuple[str, str, str, Halt]] = []
+        for field in sorted(self._halt_values.keys() - wanted.keys()):
+            del self._halt_values[field]
+            halt = self._halts.pop(field)
+            alerts.append(("info", "kill_switch.lifted", "lifted", halt))
+        for field, value in sorted(wanted.items()):
+            if self._halt_values.get(field) == value:
+                continue
+            self._halt_values[field] = value
+            halt = self._halts[field] = _read_halt(field, value)
+            alerts.append(("warning", "kill_switch.applied", "applied", halt))
+        for account in self._accounts.values():
+            self._sync_states(account)
+        for severity, kind, what, halt in alerts:
+            message = (
+                f"kill switch on {halt.scope} {halt.target} {what}: {halt.reason} "
+                f"(set by {halt.set_by}); executor {self.options.instance_id}"
+            )
+            if what == "lifted" and halt.scope == "account":
+                lifted = self._accounts.get(halt.target)
+                if lifted is not None and lifted.circuit_open:
+                    message += "; the account stays halted: its broker circuit is open"
+            if not alert:
+                log.warning("kill switch in force at start: %s", message)
+                continue
+            self._alert(
+                severity,
+                kind,
+                message,
+                account_id=halt.target if halt.scope == "account" else None,
+                bot_id=halt.target if halt.scope == "bot" else None,
+            )
+
+    def _sync_states(self, account: _Account) -> None:
+        """Derives the risk engine's states of ``account`` from their causes: the broker
+        circuit and the kill switches. The causes are kept here, apart, so that lifting one
+        never re-opens a scope that another still halts."""
+        engine = account.engine
+        account_id = account.config.account_id
+        if account.circuit_open or f"account:{account_id}" in self._halts:
+            engine.set_state(HALTED)
+        elif engine.account.state == HALTED:
+            # Only a halt is undone: a scope the engine put in REDUCING stays there.
+            engine.set_state(ACTIVE)
+        bots = {h.target for h in self._halts.values() if h.scope == "bot"}
+        for bot_id in bots:
+            engine.set_state(HALTED, bot_id)
+        for bot_id in account.halted_bots - bots:
+            if engine.slot_bot(bot_id).state == HALTED:
+                engine.set_state(ACTIVE, bot_id)
+        account.halted_bots = bots
+
+    def _halted_because(self, account: _Account, bot_id: str) -> str:
+        """Why an order of ``bot_id`` on ``account`` is refused as ``risk.halted``."""
+        account_id = account.config.account_id
+        causes = [
+            f"kill switch on {halt.scope} {halt.target}: {halt.reason} (set by {halt.set_by})"
+            for halt in (self._halts.get(f"account:{account_id}"), self._halts.get(f"bot:{bot_id}"))
+            if halt is not None
+        ]
+        if account.circuit_open:
+            causes.append(f"broker circuit of account {account_id} open")
+        return "halted: " + ("; ".join(causes) or "refused by the risk engine")
 
     # -- prices, publishing, alerts ---------------------------------------------------------
 
@@ -859,7 +1078,13 @@ class Executor:
                 delay = min(delay * 2, 5.0)
 
     def _alert(
-        self, severity: str, kind: str, message: str, *, account_id: str | None = None
+        self,
+        severity: str,
+        kind: str,
+        message: str,
+        *,
+        account_id: str | None = None,
+        bot_id: str | None = None,
     ) -> None:
         alert = Alert(
             alert_id=protocol.new_intent_id(),
@@ -867,9 +1092,11 @@ class Executor:
             severity=severity,  # type: ignore[arg-type]
             kind=kind,
             account_id=account_id,
+            bot_id=bot_id,
             message=message,
         )
-        log.error("ALERT %s: %s", kind, message)
+        level = {"info": logging.INFO, "warning": logging.WARNING}.get(severity, logging.ERROR)
+        log.log(level, "ALERT %s: %s", kind, message)
         task = asyncio.ensure_future(
             self._redis.xadd(ALERTS_STREAM, {"alert": protocol.encode(alert)}, maxlen=10_000)
         )
@@ -903,6 +1130,29 @@ def _broker_order(order: LiveOrder) -> BrokerOrder:
         stop_price=order.stop_price,
         time_in_force=intent.time_in_force,
     )
+
+
+def _read_halt(field: str, value: bytes) -> Halt:
+    """The kill switch stored in ``field``; one that cannot be read still halts (fail safe)."""
+    scope, _, target = field.partition(":")
+    try:
+        halt = protocol.decode(value, Halt)
+    except ProtocolError as exc:
+        log.error("kill switch %s cannot be read (%s): treated as a halt", field, exc)
+        return Halt(
+            scope=scope,  # type: ignore[arg-type]
+            target=target,
+            reason="undecodable halt",
+            set_by="unknown",
+            ts_ms=now_ms(),
+        )
+    if (halt.scope, halt.target) != (scope, target):
+        # The field is what the control plane sets and deletes, so it decides what is halted.
+        log.warning(
+            "kill switch %s names %s:%s: the field is obeyed", field, halt.scope, halt.target
+        )
+        halt = msgspec.structs.replace(halt, scope=scope, target=target)
+    return halt
 
 
 def _action_rejection(

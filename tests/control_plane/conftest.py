@@ -1,9 +1,12 @@
-"""A control plane per test on the real stack: its own PostgreSQL schema, organisations with a
-user of every role, and an HTTP client for each."""
+"""A control plane per test on the real stack: its own PostgreSQL schema, served over HTTP by
+uvicorn, organisations with a user of every role, and an HTTP client for each."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +15,8 @@ import httpx
 import pytest
 import redis
 import sqlalchemy
+import uvicorn
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from coyote_control_plane.bootstrap import create_organization
@@ -35,9 +38,9 @@ class Org:
     """An organisation of the test, with a client authenticated as each role."""
 
     slug: str
-    clients: dict[str, TestClient]
+    clients: dict[str, httpx.Client]
 
-    def __getattr__(self, role: str) -> TestClient:
+    def __getattr__(self, role: str) -> httpx.Client:
         try:
             return self.clients[role]
         except KeyError:
@@ -47,23 +50,42 @@ class Org:
 @dataclasses.dataclass
 class ControlPlaneUnderTest:
     app: FastAPI
-    client: TestClient
+    url: str
     engine: sqlalchemy.Engine
     unique: str
     acme: Org
     globex: Org
     """A second organisation: nothing of acme's may be visible or touchable from it."""
 
-    def anonymous(self) -> TestClient:
-        return TestClient(self.app, raise_server_exceptions=False)
+    def anonymous(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
 
 
-def make_org(client: TestClient, app: FastAPI, engine: sqlalchemy.Engine, slug: str) -> Org:
+@contextlib.contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """Serves ``app`` (lifespan included) on a free port in a thread; yields its URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the control plane did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def make_org(url: str, engine: sqlalchemy.Engine, slug: str) -> Org:
     with Session(engine) as session:
         _, _, admin_key = create_organization(
             session, slug=slug, name=slug.title(), admin_email=f"admin@{slug}.example"
         )
-    clients = {"admin": _client(app, admin_key)}
+    clients = {"admin": _client(url, admin_key)}
     for role in ROLES[1:]:
         answer = clients["admin"].post(
             "/v1/users", json={"email": f"{role}@{slug}.example", "role": role}
@@ -75,21 +97,19 @@ def make_org(client: TestClient, app: FastAPI, engine: sqlalchemy.Engine, slug: 
         users = clients["admin"].get("/v1/users").json()
         user_id = next(u["id"] for u in users if u["role"] == role)
         clients["admin"].patch(f"/v1/users/{user_id}", json={"password": "correct-horse-battery"})
-        session_client = TestClient(app, raise_server_exceptions=False)
+        session_client = httpx.Client(base_url=url, timeout=30)
         login = session_client.post(
             "/v1/auth/login",
             json={"email": f"{role}@{slug}.example", "password": "correct-horse-battery"},
         )
         assert login.status_code == 200, login.text
         key = session_client.post("/v1/api-keys", json={"name": "tests"}).json()["key"]
-        clients[role] = _client(app, key)
+        clients[role] = _client(url, key)
     return Org(slug=slug, clients=clients)
 
 
-def _client(app: FastAPI, key: str) -> TestClient:
-    return TestClient(
-        app, headers={"Authorization": f"Bearer {key}"}, raise_server_exceptions=False
-    )
+def _client(url: str, key: str) -> httpx.Client:
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
 
 def control_plane(
@@ -108,11 +128,11 @@ def control_plane(
     )
     migrate(postgres)
     app = create_app(options, engine=postgres, backend=backend, **_app_options())
-    with TestClient(app, raise_server_exceptions=False) as client:
-        acme = make_org(client, app, postgres, f"acme{unique[:8]}")
-        globex = make_org(client, app, postgres, f"globex{unique[:8]}")
+    with serve(app) as url:
+        acme = make_org(url, postgres, f"acme{unique[:8]}")
+        globex = make_org(url, postgres, f"globex{unique[:8]}")
         try:
-            yield ControlPlaneUnderTest(app, client, postgres, unique, acme, globex)
+            yield ControlPlaneUnderTest(app, url, postgres, unique, acme, globex)
         finally:
             _forget_redis_keys(options.stack, [acme.slug, globex.slug])
 
@@ -178,9 +198,7 @@ def buyer_bundle(tmp_path: Path, name: str = "buyer", *, variant: str = "") -> B
     return build_bundle(folder / f"{name}.py", name=name)
 
 
-def push(
-    client: TestClient | httpx.Client, bundle: Bundle, name: str | None = None
-) -> httpx.Response:
+def push(client: httpx.Client, bundle: Bundle, name: str | None = None) -> httpx.Response:
     return client.post(
         f"/v1/bots/{name or bundle.manifest.name}/versions",
         content=bundle.data,
@@ -188,7 +206,7 @@ def push(
     )
 
 
-def add_account(client: TestClient, name: str = "paper", **fields: Any) -> dict[str, Any]:
+def add_account(client: httpx.Client, name: str = "paper", **fields: Any) -> dict[str, Any]:
     answer = client.post(
         "/v1/accounts", json={"name": name, "broker": "paper", "venue": "demo", **fields}
     )
@@ -196,7 +214,7 @@ def add_account(client: TestClient, name: str = "paper", **fields: Any) -> dict[
     return dict(answer.json())
 
 
-def deploy(client: TestClient, name: str = "buy", **fields: Any) -> dict[str, Any]:
+def deploy(client: httpx.Client, name: str = "buy", **fields: Any) -> dict[str, Any]:
     answer = client.post(
         "/v1/deployments", json={"name": name, "bot": "buyer", "account": "paper", **fields}
     )

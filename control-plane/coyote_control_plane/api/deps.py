@@ -12,13 +12,14 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session, select
 
 from coyote_control_plane.context import ControlPlane
 from coyote_control_plane.errors import ApiError
 from coyote_control_plane.models import (
+    MAX_INT,
     ApiKey,
     AuditEntry,
     DashboardSession,
@@ -30,6 +31,9 @@ from coyote_control_plane.security import GRANTS, Permission, split_api_key, tok
 from coyote_sdk.protocol import now_ms
 
 SESSION_COOKIE = "coyote_session"
+
+RowId = Annotated[int, Path(ge=1, le=MAX_INT, description="A row id or number.")]
+"""Ids and numbers in paths: out-of-range ones are a 422, not a database error."""
 _LAST_USED_RESOLUTION_MS = 60_000
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `cyk_<prefix>_<secret>`.")

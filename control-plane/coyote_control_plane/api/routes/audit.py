@@ -9,7 +9,7 @@ from sqlmodel import col, select
 
 from coyote_control_plane.api.deps import Auditor, SessionDep
 from coyote_control_plane.errors import responses
-from coyote_control_plane.models import AuditEntry, AuditEntryPublic
+from coyote_control_plane.models import MAX_BIGINT, AuditEntry, AuditEntryPublic
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=responses(401, 403))
 
@@ -23,8 +23,8 @@ def query_audit_log(
         str | None, Query(max_length=300, description="Substring of the actor.")
     ] = None,
     target: Annotated[str | None, Query(max_length=200, description="e.g. deployment/sma")] = None,
-    since_ms: Annotated[int | None, Query(ge=0)] = None,
-    until_ms: Annotated[int | None, Query(ge=0)] = None,
+    since_ms: Annotated[int | None, Query(ge=0, le=MAX_BIGINT)] = None,
+    until_ms: Annotated[int | None, Query(ge=0, le=MAX_BIGINT)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditEntryPublic]:
     """Entries of the caller's organisation, newest first."""

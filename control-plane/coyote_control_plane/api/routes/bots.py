@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Path, Request, Response
 from fastapi.responses import Response as RawResponse
 from sqlmodel import col, func, select
 
-from coyote_control_plane.api.deps import ContextDep, Reader, SessionDep, Trader
+from coyote_control_plane.api.deps import ContextDep, Reader, RowId, SessionDep, Trader
 from coyote_control_plane.errors import ApiError, responses
 from coyote_control_plane.models import (
     Bot,
@@ -163,7 +163,7 @@ def list_versions(name: BotName, session: SessionDep, principal: Reader) -> list
 
 @router.get("/{name}/versions/{number}", responses=responses(404))
 def get_version(
-    name: BotName, number: Annotated[int, Path(ge=1)], session: SessionDep, principal: Reader
+    name: BotName, number: RowId, session: SessionDep, principal: Reader
 ) -> BotVersionPublic:
     bot = find_bot(session, principal.org_id, name)
     return version_public(bot, find_version(session, bot, number))
@@ -178,7 +178,7 @@ def get_version(
     },
 )
 def download_bundle(
-    name: BotName, number: Annotated[int, Path(ge=1)], session: SessionDep, principal: Reader
+    name: BotName, number: RowId, session: SessionDep, principal: Reader
 ) -> RawResponse:
     """The bundle as pushed; its digest is in ``X-Bundle-Digest``."""
     bot = find_bot(session, principal.org_id, name)

@@ -6,7 +6,7 @@ import logging
 from typing import Annotated
 
 import redis
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from sqlmodel import Session, col, select
 
 from coyote_control_plane import events
@@ -16,6 +16,7 @@ from coyote_control_plane.api.deps import (
     Principal,
     Reader,
     RiskOfficer,
+    RowId,
     SessionDep,
 )
 from coyote_control_plane.api.routes.accounts import find_account
@@ -115,7 +116,7 @@ def trip(
 
 @router.post("/{switch_id}/reset", responses=responses(404, 409))
 def reset(
-    switch_id: Annotated[int, Path(ge=1)],
+    switch_id: RowId,
     session: SessionDep,
     principal: RiskOfficer,
     context: ContextDep,

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from sqlmodel import col, select
 
-from coyote_control_plane.api.deps import Admin, Reader, SessionDep
+from coyote_control_plane.api.deps import Admin, Reader, RowId, SessionDep
 from coyote_control_plane.errors import ApiError, conflict, not_found, responses
 from coyote_control_plane.models import (
     ApiKey,
@@ -51,7 +51,7 @@ def create_user(body: UserCreate, session: SessionDep, principal: Admin) -> User
 
 @router.patch("/v1/users/{user_id}", responses=responses(404, 409, 422))
 def update_user(
-    user_id: Annotated[int, Path(ge=1)], body: UserUpdate, session: SessionDep, principal: Admin
+    user_id: RowId, body: UserUpdate, session: SessionDep, principal: Admin
 ) -> UserPublic:
     """Changes a user's name, role, password, or disables them (their keys stop working)."""
     user = session.get(User, user_id)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from sqlmodel import col, select
 
-from coyote_control_plane.api.deps import Admin, Reader, SessionDep
+from coyote_control_plane.api.deps import Admin, Reader, RowId, SessionDep
 from coyote_control_plane.errors import invalid, not_found, responses
 from coyote_control_plane.events import KINDS
 from coyote_control_plane.models import (
@@ -57,9 +57,7 @@ def create_webhook(body: WebhookCreate, session: SessionDep, principal: Admin) -
 
 
 @router.delete("/{webhook_id}", status_code=204, responses=responses(404))
-def delete_webhook(
-    webhook_id: Annotated[int, Path(ge=1)], session: SessionDep, principal: Admin
-) -> None:
+def delete_webhook(webhook_id: RowId, session: SessionDep, principal: Admin) -> None:
     hook = session.get(Webhook, webhook_id)
     if hook is None or hook.org_id != principal.org_id:
         raise not_found("webhook", webhook_id)
@@ -75,7 +73,7 @@ def delete_webhook(
 
 @router.get("/{webhook_id}/deliveries", responses=responses(404))
 def list_deliveries(
-    webhook_id: Annotated[int, Path(ge=1)],
+    webhook_id: RowId,
     session: SessionDep,
     principal: Reader,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
