@@ -16,6 +16,8 @@ from alembic.config import Config
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from coyote_control_plane.models import TABLES
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -42,6 +44,18 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+def include_object(
+    obj: object, name: str | None, type_: str, _reflected: bool, _compare_to: object
+) -> bool:
+    """Alembic's filter: only the control plane's tables. SQLModel's metadata also holds those
+    of any other service imported in the same process (the executor's), and a database may be
+    shared with them."""
+    if type_ == "table":
+        return name in TABLES
+    table = getattr(obj, "table", None)
+    return table is None or table.name in TABLES
 
 
 def alembic_config() -> Config:

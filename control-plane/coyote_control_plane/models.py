@@ -582,3 +582,26 @@ class WebhookDeliveryPublic(SQLModel):
     delivered: bool
     given_up: bool
     last_error: str | None
+
+
+TABLES: frozenset[str] = frozenset(
+    str(model.__tablename__)
+    for model in (
+        Organization,
+        User,
+        ApiKey,
+        DashboardSession,
+        AuditEntry,
+        Account,
+        Bot,
+        BundleBlob,
+        BotVersion,
+        Release,
+        Deployment,
+        DeploymentRelease,
+        KillSwitch,
+        Webhook,
+        WebhookDelivery,
+    )
+)
+"""The control plane's tables: its migrations touch these and no other service's."""

@@ -11,12 +11,15 @@ from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
 import coyote_control_plane.models  # noqa: F401 - the tables
-from coyote_control_plane.db import make_engine, migrate
+import coyote_executor.models  # noqa: F401 - another service's tables, which must be ignored
+from coyote_control_plane.db import include_object, make_engine, migrate
 
 
 def _differences(engine: sa.Engine) -> list[object]:
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_object": include_object}
+        )
         return list(compare_metadata(context, SQLModel.metadata))
 
 

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from alembic import context
 from sqlmodel import SQLModel
 
-import coyote_control_plane.models  # noqa: F401 - registers the tables on SQLModel.metadata
+from coyote_control_plane.db import include_object
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -29,6 +29,7 @@ def _run_on(connection: sa.Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters by copying tables
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()
