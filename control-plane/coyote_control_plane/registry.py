@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import jsonschema
+import msgspec
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
@@ -104,7 +105,7 @@ def push(
         bot_id=bot.id,  # type: ignore[arg-type]
         number=(latest or 0) + 1,
         digest=digest,
-        manifest=json.loads(_manifest_json(manifest)),
+        manifest=msgspec.to_builtins(manifest),
         size=len(data),
         pushed_by=actor,
         pushed_ms=now_ms(),
@@ -112,12 +113,6 @@ def push(
     session.add(version)
     session.flush()
     return version, True
-
-
-def _manifest_json(manifest: bundles.BundleManifest) -> bytes:
-    import msgspec
-
-    return msgspec.json.encode(manifest)
 
 
 def version_public(bot: Bot, version: BotVersion, *, created: bool = False) -> BotVersionPublic:

@@ -27,7 +27,13 @@ from coyote_control_plane.models import (
     Role,
     User,
 )
-from coyote_control_plane.security import GRANTS, Permission, split_api_key, token_matches
+from coyote_control_plane.security import (
+    GRANTS,
+    Permission,
+    hash_token,
+    split_api_key,
+    token_matches,
+)
 from coyote_sdk.protocol import now_ms
 
 SESSION_COOKIE = "coyote_session"
@@ -128,8 +134,6 @@ def get_principal(
         role, key_id = key.role, key.id
         actor_of = lambda u: f"key:{key.prefix} ({u.email})"  # noqa: E731
     elif cookie:
-        from coyote_control_plane.security import hash_token
-
         held = session.get(DashboardSession, hash_token(cookie))
         if held is None or held.expires_ms <= now:
             raise _unauthenticated("the session has ended; log in again")

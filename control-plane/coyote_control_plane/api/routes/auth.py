@@ -20,6 +20,7 @@ from coyote_control_plane.models import (
 )
 from coyote_control_plane.security import (
     DUMMY_PASSWORD_HASH,
+    GRANTS,
     hash_token,
     new_session_token,
     verify_password,
@@ -83,8 +84,6 @@ def login(
     )
     org = session.get(Organization, user.org_id)
     assert org is not None
-    from coyote_control_plane.security import GRANTS
-
     return Me(
         user=UserPublic.model_validate(user),
         organization=OrganizationPublic.model_validate(org),
