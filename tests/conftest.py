@@ -4,6 +4,7 @@ isolation (a Kafka topic, a Redis key prefix, a PostgreSQL schema, a Vault path 
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -64,9 +65,9 @@ async def kafka_topic(endpoints: Endpoints, unique: str) -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture
-def postgres(endpoints: Endpoints, unique: str) -> Iterator[sqlalchemy.Engine]:
-    """An engine on the stack's PostgreSQL whose search path is a schema of the test's own."""
+@contextlib.contextmanager
+def schema_engine(endpoints: Endpoints, unique: str) -> Iterator[sqlalchemy.Engine]:
+    """An engine on the stack's PostgreSQL whose search path is a new schema, dropped after."""
     schema = f"test_{unique}"
     admin = sqlalchemy.create_engine(endpoints.database_url)
     with admin.begin() as conn:
@@ -74,11 +75,20 @@ def postgres(endpoints: Endpoints, unique: str) -> Iterator[sqlalchemy.Engine]:
     engine = sqlalchemy.create_engine(
         endpoints.database_url, connect_args={"options": f"-csearch_path={schema}"}
     )
-    yield engine
-    engine.dispose()
-    with admin.begin() as conn:
-        conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres(endpoints: Endpoints, unique: str) -> Iterator[sqlalchemy.Engine]:
+    """An engine on the stack's PostgreSQL whose search path is a schema of the test's own."""
+    with schema_engine(endpoints, unique) as engine:
+        yield engine
 
 
 @pytest.fixture

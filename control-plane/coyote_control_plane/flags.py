@@ -36,15 +36,17 @@ def active_kill_switches(session: Session, org_id: int) -> list[KillSwitch]:
     )
 
 
-def halt_reason(deployment: Deployment, account: Account, switches: list[KillSwitch]) -> str | None:
-    """Why ``deployment`` may not trade now, or None."""
+def halting(
+    switches: list[KillSwitch], *, account: str, deployment: str | None = None
+) -> KillSwitch | None:
+    """The first of ``switches`` that halts the named account (or deployment on it), or None."""
     for switch in switches:
         if (
             switch.scope is KillSwitchScope.ORGANIZATION
-            or (switch.scope is KillSwitchScope.ACCOUNT and switch.target == account.name)
-            or (switch.scope is KillSwitchScope.DEPLOYMENT and switch.target == deployment.name)
+            or (switch.scope is KillSwitchScope.ACCOUNT and switch.target == account)
+            or (switch.scope is KillSwitchScope.DEPLOYMENT and switch.target == deployment)
         ):
-            return f"kill switch ({switch.scope.value}): {switch.reason}"
+            return switch
     return None
 
 
@@ -65,15 +67,20 @@ def sync_flag(
     set_by: str,
     reason: str | None = None,
     force: bool = False,
+    switches: list[KillSwitch] | None = None,
 ) -> bool:
     """Writes the deployment's flag if Redis differs from the database (or ``force``).
 
-    Returns whether it wrote one. The caller commits the session (the generation written is
-    kept on the deployment).
+    ``switches`` are the organisation's active kill switches when the caller has them (a pass
+    over many deployments reads them once). Returns whether it wrote a flag. The caller commits
+    the session (the generation written is kept on the deployment).
     """
     account = session.get(Account, deployment.account_id)
     assert account is not None
-    halted = halt_reason(deployment, account, active_kill_switches(session, deployment.org_id))
+    if switches is None:
+        switches = active_kill_switches(session, deployment.org_id)
+    switch = halting(switches, account=account.name, deployment=deployment.name)
+    halted = f"kill switch ({switch.scope.value}): {switch.reason}" if switch else None
     wanted = effective_state(deployment, halted)
     current = read_control_flag(client, deployment.runtime_id)
     if not force and current is not None and current.desired is wanted:

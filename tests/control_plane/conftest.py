@@ -93,8 +93,8 @@ def make_org(url: str, engine: sqlalchemy.Engine, slug: str) -> Org:
         assert answer.status_code == 201, answer.text
     # Keys of the other users are made by logging in as them: an admin cannot make keys for
     # someone else, so each user gets a password first.
+    users = clients["admin"].get("/v1/users").json()
     for role in ROLES[1:]:
-        users = clients["admin"].get("/v1/users").json()
         user_id = next(u["id"] for u in users if u["role"] == role)
         clients["admin"].patch(f"/v1/users/{user_id}", json={"password": "correct-horse-battery"})
         session_client = httpx.Client(base_url=url, timeout=30)

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import hypothesis
 import pytest
 import schemathesis
-import sqlalchemy
 from hypothesis import HealthCheck
 
 from coyote_control_plane.main import create_app
 from coyote_sdk.config import Endpoints
+from tests.conftest import schema_engine
 from tests.control_plane.conftest import (
     ControlPlaneUnderTest,
     add_account,
@@ -49,24 +49,12 @@ def populated(
     """One control plane for the whole module (its own schema): fuzzing needs many requests,
     not many set-ups."""
     unique = uuid.uuid4().hex[:12]
-    schema = f"test_{unique}"
-    admin = sqlalchemy.create_engine(endpoints.database_url)
-    with admin.begin() as connection:
-        connection.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
-    engine = sqlalchemy.create_engine(
-        endpoints.database_url, connect_args={"options": f"-csearch_path={schema}"}
-    )
-    try:
+    with schema_engine(endpoints, unique) as engine:
         for cp in control_plane(engine, unique):
             add_account(cp.acme.admin)
             push(cp.acme.trader, buyer_bundle(tmp_path_factory.mktemp("bot")))
             deploy(cp.acme.trader)
             yield cp
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.mark.parametrize(

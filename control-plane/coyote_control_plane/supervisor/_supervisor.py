@@ -34,13 +34,14 @@ from sqlmodel import Session, select
 
 from coyote_control_plane import events
 from coyote_control_plane.config import SupervisorSettings
-from coyote_control_plane.flags import sync_flag, sync_halts
+from coyote_control_plane.flags import active_kill_switches, sync_flag, sync_halts
 from coyote_control_plane.models import (
     Account,
     BotVersion,
     BundleBlob,
     Deployment,
     DesiredState,
+    KillSwitch,
     Organization,
     Release,
     RuntimeStatus,
@@ -172,12 +173,17 @@ class Supervisor:
                 redis_up = False
                 logger.warning("Redis unreachable; flags wait for it: %s", exc)
             ids = session.exec(select(Deployment.id)).all()
+            switches: dict[int, list[KillSwitch]] = {}  # read once per organisation and pass
             for deployment_id in ids:
                 deployment = session.get(Deployment, deployment_id)
                 if deployment is None:
                     continue
+                if deployment.org_id not in switches:
+                    switches[deployment.org_id] = active_kill_switches(session, deployment.org_id)
                 try:
-                    self._reconcile(session, deployment, redis_up=redis_up)
+                    self._reconcile(
+                        session, deployment, redis_up=redis_up, switches=switches[deployment.org_id]
+                    )
                     session.commit()
                 except BackendError as exc:
                     session.rollback()
@@ -185,11 +191,18 @@ class Supervisor:
                     session.commit()
         self.passes += 1
 
-    def _reconcile(self, session: Session, deployment: Deployment, *, redis_up: bool) -> None:
+    def _reconcile(
+        self,
+        session: Session,
+        deployment: Deployment,
+        *,
+        redis_up: bool,
+        switches: list[KillSwitch],
+    ) -> None:
         runtime_id = deployment.runtime_id
         heartbeat: BotStatus | None = None
         if redis_up:
-            sync_flag(session, self.redis, deployment, set_by=ACTOR)
+            sync_flag(session, self.redis, deployment, set_by=ACTOR, switches=switches)
             heartbeat = read_status(self.redis, runtime_id)
         seen = self.backend.observe(runtime_id)
         known = self._runtimes.get(runtime_id)

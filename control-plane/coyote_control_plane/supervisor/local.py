@@ -121,19 +121,17 @@ class LocalBackend(RuntimeBackend):
             return LogChunk(lines=[], next_offset=since_offset or 0)
         with path.open("rb") as file:
             size = file.seek(0, os.SEEK_END)
-            if since_offset is not None:
+            if since_offset is None:
+                start = max(0, size - _TAIL_BYTES)  # a tail reads the last megabyte only
+            else:
                 start = since_offset if since_offset <= size else 0  # truncated: start over
-                file.seek(start)
-                data = file.read()
-                # A line still being written waits for the next call.
-                complete = data.rfind(b"\n") + 1
-                lines = data[:complete].decode(errors="replace").splitlines()
-                return LogChunk(lines=lines, next_offset=start + complete)
-            file.seek(max(0, size - _TAIL_BYTES))
+            file.seek(start)
             data = file.read()
+        # A line still being written waits for the next call.
         complete = data.rfind(b"\n") + 1
-        lines = data[:complete].decode(errors="replace").splitlines()[-tail:]
-        return LogChunk(lines=lines, next_offset=size - (len(data) - complete))
+        lines = data[:complete].decode(errors="replace").splitlines()
+        following = since_offset is not None
+        return LogChunk(lines=lines if following else lines[-tail:], next_offset=start + complete)
 
     def close(self) -> None:
         self._children.clear()

@@ -10,13 +10,12 @@ from sqlmodel import Session, select
 
 from coyote_control_plane.api.deps import Admin, ContextDep, Reader, RiskOfficer, SessionDep
 from coyote_control_plane.errors import conflict, invalid, not_found, responses
-from coyote_control_plane.flags import active_kill_switches, sync_halts
+from coyote_control_plane.flags import active_kill_switches, halting, sync_halts
 from coyote_control_plane.models import (
     Account,
     AccountCreate,
     AccountPublic,
     Deployment,
-    KillSwitchScope,
 )
 from coyote_sdk.protocol import now_ms
 
@@ -57,17 +56,13 @@ def check_allocation(
 
 
 def account_public(session: Session, slug: str, account: Account) -> AccountPublic:
-    halted = any(
-        s.scope is KillSwitchScope.ORGANIZATION
-        or (s.scope is KillSwitchScope.ACCOUNT and s.target == account.name)
-        for s in active_kill_switches(session, account.org_id)
-    )
+    switches = active_kill_switches(session, account.org_id)
     return AccountPublic(
         **account.model_dump(include=set(AccountCreate.model_fields)),
         account_id=f"{slug}.{account.name}",
         risk_limits=account.risk_limits,
         allocated=str(allocated(session, account)),
-        halted=halted,
+        halted=halting(switches, account=account.name) is not None,
         created_ms=account.created_ms,
     )
 

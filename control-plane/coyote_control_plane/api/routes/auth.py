@@ -15,12 +15,14 @@ from coyote_control_plane.models import (
     DashboardSession,
     Organization,
     OrganizationPublic,
+    Role,
     User,
     UserPublic,
 )
 from coyote_control_plane.security import (
     DUMMY_PASSWORD_HASH,
     GRANTS,
+    Permission,
     hash_token,
     new_session_token,
     verify_password,
@@ -82,14 +84,7 @@ def login(
         samesite="lax",  # a cross-site form cannot post with the session
         secure=context.settings.cookie_secure,
     )
-    org = session.get(Organization, user.org_id)
-    assert org is not None
-    return Me(
-        user=UserPublic.model_validate(user),
-        organization=OrganizationPublic.model_validate(org),
-        role=user.role.value,
-        permissions=sorted(p.value for p in GRANTS[user.role]),
-    )
+    return _me(session, user, user.role, GRANTS[user.role])
 
 
 @router.post("/logout", status_code=204)
@@ -111,11 +106,16 @@ def logout(
 def me(session: SessionDep, principal: Reader) -> Me:
     """The caller: user, organisation, role and permissions."""
     user = session.get(User, principal.user_id)
-    org = session.get(Organization, principal.org_id)
-    assert user is not None and org is not None
+    assert user is not None
+    return _me(session, user, principal.role, principal.permissions)
+
+
+def _me(session: SessionDep, user: User, role: Role, permissions: frozenset[Permission]) -> Me:
+    org = session.get(Organization, user.org_id)
+    assert org is not None
     return Me(
         user=UserPublic.model_validate(user),
         organization=OrganizationPublic.model_validate(org),
-        role=principal.role.value,
-        permissions=sorted(p.value for p in principal.permissions),
+        role=role.value,
+        permissions=sorted(p.value for p in permissions),
     )

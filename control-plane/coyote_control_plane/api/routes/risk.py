@@ -23,7 +23,7 @@ from coyote_control_plane.api.routes.accounts import find_account
 from coyote_control_plane.api.routes.deployments import find_deployment
 from coyote_control_plane.context import ControlPlane
 from coyote_control_plane.errors import conflict, invalid, not_found, responses
-from coyote_control_plane.flags import sync_flag, sync_halts
+from coyote_control_plane.flags import active_kill_switches, sync_flag, sync_halts
 from coyote_control_plane.models import (
     Deployment,
     KillSwitch,
@@ -42,10 +42,11 @@ def _propagate(session: Session, context: ControlPlane, principal: Principal) ->
     is down, the supervisor does it when Redis is back."""
     try:
         sync_halts(session, context.redis)
+        switches = active_kill_switches(session, principal.org_id)
         for deployment in session.exec(
             select(Deployment).where(Deployment.org_id == principal.org_id)
         ):
-            sync_flag(session, context.redis, deployment, set_by=principal.actor)
+            sync_flag(session, context.redis, deployment, set_by=principal.actor, switches=switches)
         session.commit()
     except redis.RedisError as exc:
         session.rollback()
