@@ -51,3 +51,17 @@ def test_openapi_documents_every_route_with_the_error_shape(cp: ControlPlaneUnde
                 if status.startswith("4"):
                     ref = answer["content"]["application/json"]["schema"]["$ref"]
                     assert ref.endswith("/ErrorResponse"), (path, method, status)
+
+
+def test_a_user_update_with_nulls_leaves_those_fields_alone(cp: ControlPlaneUnderTest) -> None:
+    users = cp.acme.admin.get("/v1/users").json()
+    viewer = next(u for u in users if u["role"] == "viewer")
+    answer = cp.acme.admin.patch(
+        f"/v1/users/{viewer['id']}", json={"role": None, "disabled": None, "name": "Vi"}
+    )
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["role"], answer.json()["disabled"], answer.json()["name"]) == (
+        "viewer",
+        False,
+        "Vi",
+    )

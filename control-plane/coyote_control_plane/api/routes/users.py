@@ -59,7 +59,8 @@ def update_user(
         raise not_found("user", user_id)
     if user.id == principal.user_id and (body.disabled or (body.role and body.role != user.role)):
         raise conflict("user.self_lockout", "admins cannot disable or demote themselves")
-    changes = body.model_dump(exclude_unset=True, exclude={"password"})
+    # An explicit null means "leave it": none of these columns may be emptied.
+    changes = body.model_dump(exclude_unset=True, exclude_none=True, exclude={"password"})
     for field, value in changes.items():
         setattr(user, field, value)
     if body.password:
