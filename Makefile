@@ -10,7 +10,8 @@ demo: install
 	$(BIN)/python scripts/demo.py
 
 ## test: install, start the local stack, run the whole test suite against the real services
-test: install
+test:
+	@COYOTE_BROWSER_TESTS=1 scripts/bootstrap.sh
 	$(BIN)/coyote-sdk dev up
 	$(BIN)/pytest $(PYTEST_ARGS)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything Coyote needs on a fresh Debian 12 machine into this checkout:
-# system packages when missing (PostgreSQL 15, Java 17, Maven), uv, and the workspace's
+# system packages when missing (PostgreSQL 15, Java 17, Maven; Chromium for the tests), uv, and the workspace's
 # virtual environment (.venv) with all five packages and their Cython extensions built.
 # Idempotent and quiet when there is nothing to do. Used by `make demo` and `make test`.
 set -euo pipefail
@@ -14,6 +14,11 @@ apt_packages=()
 command -v java >/dev/null || apt_packages+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || apt_packages+=(maven)
 command -v cc >/dev/null || apt_packages+=(build-essential)
+# The dashboard's browser tests drive Debian's Chromium (`make test` sets this; the demo does not
+# need a browser).
+if [ "${COYOTE_BROWSER_TESTS:-0}" = 1 ]; then
+    command -v chromium >/dev/null || apt_packages+=(chromium)
+fi
 if [ ${#apt_packages[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing system packages: ${apt_packages[*]}; install them with apt-get as root" >&2

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
+from coyote_reports import ReportsSettings
 from coyote_sdk.config import CoyoteSettings, StackSettings
 
 
@@ -50,4 +51,6 @@ class Settings(CoyoteSettings):
     auto_migrate: bool = True
     """Bring the schema up to date at start-up."""
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
+    reports: ReportsSettings = Field(default_factory=ReportsSettings)
+    """The executor's database the reports read (``COYOTE_CONTROL_PLANE_REPORTS__DATABASE_URL``)."""
     stack: StackSettings = Field(default_factory=StackSettings)

@@ -9,6 +9,7 @@ import redis
 from sqlalchemy.engine import Engine
 
 from coyote_control_plane.config import Settings
+from coyote_reports import Reports
 from coyote_sdk.config import Endpoints
 
 if TYPE_CHECKING:
@@ -25,4 +26,5 @@ class ControlPlane:
     redis: redis.Redis
     events: EventHub
     metrics: Metrics
+    reports: Reports
     supervisor: Supervisor | None = None

@@ -19,6 +19,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from coyote_reports import ReportsError
+
 logger = logging.getLogger("coyote.control_plane")
 
 
@@ -98,6 +100,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return _body(exc.status, exc.code, exc.message, field=exc.field)
+
+    @app.exception_handler(ReportsError)
+    async def _report_error(_request: Request, exc: ReportsError) -> JSONResponse:
         return _body(exc.status, exc.code, exc.message, field=exc.field)
 
     @app.exception_handler(RequestValidationError)

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy.engine import Engine
 
-from coyote_control_plane import errors
+from coyote_control_plane import dashboard, errors
 from coyote_control_plane.api.routes import (
     accounts,
     audit,
@@ -21,6 +21,7 @@ from coyote_control_plane.api.routes import (
     bots,
     deployments,
     health,
+    reports,
     risk,
     users,
     webhooks,
@@ -35,6 +36,8 @@ from coyote_control_plane.events import EventHub
 from coyote_control_plane.metrics import Metrics
 from coyote_control_plane.notifications import Notifier
 from coyote_control_plane.supervisor import LocalBackend, RuntimeBackend, Supervisor
+from coyote_reports import Reports
+from coyote_reports import make_engine as make_reports_engine
 from coyote_sdk import protocol
 from coyote_sdk._version import __version__
 from coyote_sdk.config import Endpoints
@@ -74,6 +77,7 @@ def create_app(
     settings: Settings | None = None,
     *,
     engine: Engine | None = None,
+    reports_engine: Engine | None = None,
     backend: RuntimeBackend | None = None,
     reports_topic: str = protocol.EXECUTION_REPORTS_TOPIC.name,
     notifier_options: dict[str, Any] | None = None,
@@ -83,6 +87,8 @@ def create_app(
     Args:
         settings: From the environment by default.
         engine: The database; made from ``settings.database_url`` by default.
+        reports_engine: The executor's database the reports read; made from
+            ``settings.reports`` by default.
         backend: Where the supervisor runs bots; from ``settings.supervisor.backend`` by
             default. No supervisor runs when the setting is ``none`` and none is given.
         reports_topic: The execution reports topic the live events follow.
@@ -91,6 +97,9 @@ def create_app(
     settings = settings or Settings()
     endpoints = settings.stack.endpoints()
     engine = engine or make_engine(settings.database_url, schema=settings.database_schema)
+    reports_engine = reports_engine or make_reports_engine(
+        settings.reports.database_url, schema=settings.reports.database_schema
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -109,6 +118,7 @@ def create_app(
             redis=client,
             events=hub,
             metrics=metrics,
+            reports=Reports(reports_engine),
         )
         chosen = backend or make_backend(settings, endpoints)
         notifier = None
@@ -154,8 +164,10 @@ def create_app(
         audit,
         event_routes,
         webhooks,
+        reports,
     ):
         app.include_router(module.router)
+    app.include_router(dashboard.router)  # the web dashboard at / and /ui/, not in the schema
     _document_validation_errors(app)
     return app
 

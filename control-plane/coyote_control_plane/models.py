@@ -234,7 +234,7 @@ class AccountBase(SQLModel):
     currency: str = Field(default="USD", min_length=3, max_length=3, regex=r"^[A-Z]{3}$")
     credentials_path: str | None = Field(default=None, max_length=200, regex=r"^[A-Za-z0-9_./-]+$")
     """The Vault path of the broker credentials; never the secret itself."""
-    capital: str | None = Field(default=None, max_length=40, regex=r"^\d+(\.\d+)?$")
+    capital: str | None = Field(default=None, max_length=40, regex=r"^[0-9]+(\.[0-9]+)?$")
     """Capital that the deployments on this account may be allocated, in total."""
 
 
@@ -388,7 +388,7 @@ class DeploymentCreate(SQLModel):
     version: int | None = Field(default=None, ge=1, le=MAX_INT)
     params: dict[str, Any] | None = None
     risk_profile: dict[str, Any] | None = None
-    capital: str = Field(default="0", max_length=40, regex=r"^\d+(\.\d+)?$")
+    capital: str = Field(default="0", max_length=40, regex=r"^[0-9]+(\.[0-9]+)?$")
     """The deployment's capital allocation: its own sub-ledger of the account."""
     start: bool = False
     """Start it right away."""

@@ -89,6 +89,11 @@ class Store:
         hypertable. Idempotent."""
         tables = [getattr(t, "__table__") for t in TABLES]  # noqa: B009 - untyped attribute
         SQLModel.metadata.create_all(self.engine, tables=tables)
+        with self.engine.begin() as conn:
+            # Indexes added since a table was created (create_all skips existing tables).
+            for table in tables:
+                for index in table.indexes:
+                    index.create(conn, checkfirst=True)
         if self.engine.dialect.name != "postgresql":
             return
         with self.engine.begin() as conn:

@@ -1,18 +1,12 @@
-"""The reports API's settings (``COYOTE_REPORTS_*``)."""
+"""Where the reports read from (the control plane's ``COYOTE_CONTROL_PLANE_REPORTS__*``)."""
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
-
-from coyote_sdk.config import CoyoteSettings, StackSettings
+from pydantic import BaseModel
 
 
-class Settings(CoyoteSettings):
-    model_config = SettingsConfigDict(env_prefix="COYOTE_REPORTS_")
-
+class ReportsSettings(BaseModel):
     database_url: str = "sqlite:///.coyote/executor.db"
-    """The database the executor writes orders and fills to (read-only here)."""
-    host: str = "127.0.0.1"
-    port: int = 8401
-    stack: StackSettings = Field(default_factory=StackSettings)
+    """The executor's database (``COYOTE_EXECUTOR_DATABASE_URL``), read only."""
+    database_schema: str | None = None
+    """Its PostgreSQL schema, when not the default."""

@@ -25,6 +25,8 @@ from coyote_control_plane.db import migrate
 from coyote_control_plane.main import create_app
 from coyote_control_plane.models import Role
 from coyote_control_plane.supervisor import RuntimeBackend
+from coyote_executor.store import Store
+from coyote_reports import ReportsSettings
 from coyote_sdk import protocol
 from coyote_sdk.bundles import Bundle, build_bundle
 from coyote_sdk.config import StackSettings
@@ -120,9 +122,21 @@ def control_plane(
     supervisor: SupervisorSettings | None = None,
     **settings: Any,
 ) -> Iterator[ControlPlaneUnderTest]:
+    stack = StackSettings()
+    # The reports read the executor's tables from the test's schema, as the executor makes them.
+    schema = f"test_{unique}"
+    executor_store = Store(
+        stack.endpoints().database_url, connect_args={"options": f"-csearch_path={schema}"}
+    )
+    executor_store.create_schema()
+    executor_store.close()
+    settings.setdefault(
+        "reports",
+        ReportsSettings(database_url=stack.endpoints().database_url, database_schema=schema),
+    )
     options = Settings(
         supervisor=supervisor or SupervisorSettings(backend="none"),
-        stack=StackSettings(),
+        stack=stack,
         auto_migrate=False,
         **settings,
     )

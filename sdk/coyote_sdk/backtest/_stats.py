@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import math
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
+from coyote_sdk.performance import max_drawdown, returns, sharpe_sortino
 from coyote_sdk.portfolio import Fill
 from coyote_sdk.protocol import Side
 
@@ -157,20 +156,9 @@ def statistics(
     years = (equity[-1][0] - equity[0][0]) / _YEAR_MS if len(equity) > 1 else 0.0
     growth = float(end / start) if start else 0.0
     cagr = (growth ** (1 / years) - 1) * 100 if years > 0 and growth > 0 else 0.0
-    returns = [b / a - 1 for a, b in itertools.pairwise(values) if a]
     per_year = (len(values) - 1) / years if years > 0 else 0.0
-    sharpe = sortino = 0.0
-    if len(returns) > 1 and per_year:
-        mean = sum(returns) / len(returns)
-        std = math.sqrt(sum((r - mean) ** 2 for r in returns) / (len(returns) - 1))
-        downside = math.sqrt(sum(min(r, 0.0) ** 2 for r in returns) / len(returns))
-        sharpe = mean / std * math.sqrt(per_year) if std else 0.0
-        sortino = mean / downside * math.sqrt(per_year) if downside else 0.0
-    peak, max_drawdown = -math.inf, 0.0
-    for value in values:
-        peak = max(peak, value)
-        if peak > 0:
-            max_drawdown = max(max_drawdown, (peak - value) / peak)
+    sharpe, sortino = sharpe_sortino(returns(values), per_year)
+    worst_drawdown = max_drawdown(values)
     closed = [t for t in trades if not t.is_open]
     wins = sum(1 for t in closed if t.pnl > 0)
     return Statistics(
@@ -180,7 +168,7 @@ def statistics(
         cagr_pct=cagr,
         sharpe=sharpe,
         sortino=sortino,
-        max_drawdown_pct=max_drawdown * 100,
+        max_drawdown_pct=worst_drawdown * 100,
         trades=len(trades),
         win_rate_pct=wins / len(closed) * 100 if closed else 0.0,
         exposure_pct=exposed_bars / len(values) * 100 if values else 0.0,

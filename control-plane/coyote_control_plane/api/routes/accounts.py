@@ -127,7 +127,7 @@ def set_risk_limits(
 @router.put("/{name}/capital", responses=responses(404, 422))
 def set_capital(
     name: AccountName,
-    capital: Annotated[str, Body(embed=True, pattern=r"^\d+(\.\d+)?$")],
+    capital: Annotated[str, Body(embed=True, pattern=r"^[0-9]+(\.[0-9]+)?$")],
     session: SessionDep,
     principal: RiskOfficer,
 ) -> AccountPublic:

@@ -422,7 +422,7 @@ def release_history(
 @router.put("/{name}/capital", responses=responses(404, 422))
 def set_capital(
     name: DeploymentName,
-    capital: Annotated[str, Body(embed=True, pattern=r"^\d+(\.\d+)?$", max_length=40)],
+    capital: Annotated[str, Body(embed=True, pattern=r"^[0-9]+(\.[0-9]+)?$", max_length=40)],
     session: SessionDep,
     principal: RiskOfficer,
     context: ContextDep,
