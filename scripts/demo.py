@@ -10,9 +10,14 @@
    maker — each with its control flag set to running. They read their history from
    RedisTimeSeries, send their order intents to Kafka, and get fills back from the executor.
 5. A tap follows the account's intents and execution reports on Kafka.
+6. The control plane serves its API, the reports and the web dashboard on
+   http://127.0.0.1:8400/ for the demo organisation (`demo`, account `paper`): log in with the
+   admin's email and the password printed at start (a new one every run) to watch the blotter,
+   positions and PnL live, or trip the kill switch (the executor then refuses the orders).
 
 At the end the demo prints, per bot: bars received, intents, fills, rejections, position and
-realised PnL (from the bot's own portfolio, kept from the reports), and its heartbeat state.
+realised PnL (from the bot's own portfolio, kept from the reports), and its heartbeat state;
+then the same bots as the reports API sees them (fills, fees, net PnL).
 
 Environment:
     DEMO_SECONDS: stop by itself after this many seconds instead of running until Ctrl-C.
@@ -20,6 +25,7 @@ Environment:
         started (a stack that was already running is left running). The exit code is non-zero
         if no order made the round trip from a bot to a fill.
     DEMO_BARS_PER_SECOND: replay pace (default 20).
+    DEMO_PORT: the control plane's port (default 8400).
 """
 
 from __future__ import annotations
@@ -27,21 +33,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import hvac
 import redis
+import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
 
+from coyote_control_plane.bootstrap import create_organization
+from coyote_control_plane.config import Settings as ControlPlaneSettings
+from coyote_control_plane.config import SupervisorSettings
+from coyote_control_plane.db import make_engine, migrate
+from coyote_control_plane.main import create_app
+from coyote_control_plane.models import Account, Broker, Organization, User
+from coyote_control_plane.security import hash_password
 from coyote_executor.cli import serve as serve_executor
 from coyote_executor.config import Settings as ExecutorSettings
+from coyote_reports import ReportsSettings
 from coyote_sdk import protocol
 from coyote_sdk.config import Endpoints, StackSettings
 from coyote_sdk.control import read_status, set_control_flag
@@ -57,8 +77,11 @@ from coyote_sdk.runtime import BotRuntime, RuntimeOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 VENUE = "demo-fx"
-ACCOUNT = "paper-demo"
+ORG = "demo"
+ACCOUNT = f"{ORG}.paper"
+"""The executor's account id: the control plane's account ``paper`` of organisation ``demo``."""
 BOTS = {"mean-reversion": "mean_reversion.py", "market-maker": "market_maker.py"}
+ADMIN_EMAIL = "admin@demo.local"
 console = Console()
 
 
@@ -143,6 +166,110 @@ async def start_executor(endpoints: Endpoints, stop: asyncio.Event) -> asyncio.T
     return task
 
 
+class _QuietServer(uvicorn.Server):
+    """uvicorn in the demo's own event loop; Ctrl-C stays the demo's to handle."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def prepare_organisation(engine: Engine) -> str:
+    """The demo organisation, its admin and its paper account; returns the admin's new
+    password (a fresh one every run: the database outlives the demo)."""
+    password = secrets.token_urlsafe(12)
+    with Session(engine) as session:
+        org = session.exec(select(Organization).where(Organization.slug == ORG)).first()
+        if org is None:
+            org, _, _ = create_organization(
+                session,
+                slug=ORG,
+                name="Coyote demo",
+                admin_email=ADMIN_EMAIL,
+                admin_password=password,
+            )
+        else:
+            admin = session.exec(select(User).where(User.email == ADMIN_EMAIL)).one()
+            admin.password_hash = hash_password(password)
+            admin.disabled = False
+            session.add(admin)
+        assert org.id is not None
+        if session.exec(select(Account).where(Account.org_id == org.id)).first() is None:
+            session.add(
+                Account(
+                    org_id=org.id,
+                    name="paper",
+                    broker=Broker.PAPER,
+                    venue=VENUE,
+                    capital="100000",
+                    risk_limits={},
+                    created_ms=protocol.now_ms(),
+                )
+            )
+        session.commit()
+    return password
+
+
+async def start_control_plane(
+    endpoints: Endpoints, port: int
+) -> tuple[_QuietServer, asyncio.Task[None], str]:
+    """The control plane (API, reports, dashboard) over the executor's records; the demo runs the
+    bots itself, so no supervisor. Returns the server, its task and the admin's password."""
+    settings = ControlPlaneSettings(
+        port=port,
+        supervisor=SupervisorSettings(backend="none"),
+        reports=ReportsSettings(database_url=endpoints.database_url),
+    )
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    password = prepare_organisation(engine)
+    server = _QuietServer(
+        uvicorn.Config(
+            create_app(settings, engine=engine), host=settings.host, port=port, log_level="warning"
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError(f"the control plane did not start on port {port}")
+        if time.monotonic() > deadline:
+            raise RuntimeError("the control plane did not start within 30 s")
+        await asyncio.sleep(0.05)
+    return server, task, password
+
+
+async def reports_of_the_run(url: str, password: str, since_ms: int) -> Table:
+    """The bots as the reports API sees them: logged in as the demo's admin, over HTTP."""
+    table = Table(
+        "bot",
+        "fills",
+        "closing fills",
+        "fees",
+        "realised",
+        "net PnL",
+        title="The same run in /v1/reports/metrics",
+    )
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        login = await client.post(
+            "/v1/auth/login", json={"email": ADMIN_EMAIL, "password": password}
+        )
+        login.raise_for_status()
+        answer = await client.get("/v1/reports/metrics", params={"start": since_ms, "bucket": "1m"})
+        answer.raise_for_status()
+    for bot in answer.json()["bots"]:
+        table.add_row(
+            bot["bot"],
+            str(bot["fills"]),
+            str(bot["trades"]),
+            f"{Decimal(bot['fees']):.2f}",
+            f"{Decimal(bot['realized']):.2f}",
+            f"{Decimal(bot['net']):.2f}",
+        )
+    return table
+
+
 async def run_pipeline(endpoints: Endpoints, seconds: float | None) -> int:
     client = redis.Redis.from_url(endpoints.redis_url)
     # The demo owns its venue: earlier runs' bars would otherwise sit in its history.
@@ -160,6 +287,16 @@ async def run_pipeline(endpoints: Endpoints, seconds: float | None) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     counts: Counter[tuple[str, str]] = Counter()
+    started_ms = protocol.now_ms()
+    port = int(os.environ.get("DEMO_PORT", "8400"))
+    _say("starting the control plane: API, reports and the dashboard")
+    control_plane, serving, password = await start_control_plane(endpoints, port)
+    url = f"http://127.0.0.1:{port}"
+    console.print(
+        f"[bold]dashboard:[/bold] {url}/  —  log in as [bold]{ADMIN_EMAIL}[/bold] with "
+        f"password [bold]{password}[/bold]",
+        highlight=False,
+    )
     _say("starting the executor (risk engine, paper broker, PostgreSQL records)")
     executor_stop = asyncio.Event()
     executor = await start_executor(endpoints, executor_stop)
@@ -168,14 +305,15 @@ async def run_pipeline(endpoints: Endpoints, seconds: float | None) -> int:
 
     runtimes: dict[str, BotRuntime] = {}
     tasks = []
-    for bot_id, file in BOTS.items():
+    for name, file in BOTS.items():
         bot_class = load_bot_class(ROOT / "examples" / file)
+        bot_id = f"{ORG}.{name}"
         set_control_flag(client, bot_id, BotState.RUNNING, set_by="demo")
         options = RuntimeOptions(
             bot_id=bot_id, account_id=ACCOUNT, venue=VENUE, cash=Decimal(100_000)
         )
-        runtimes[bot_id] = BotRuntime(bot_class(), options, endpoints)
-        tasks.append(asyncio.create_task(runtimes[bot_id].run()))
+        runtimes[name] = BotRuntime(bot_class(), options, endpoints)
+        tasks.append(asyncio.create_task(runtimes[name].run()))
     await asyncio.sleep(1.0)  # the bots subscribe before the first bar is published
 
     _say(f"replaying {len(bars)} EURUSD hourly bars into {VENUE} at {pace.bars_per_second}/s")
@@ -189,15 +327,18 @@ async def run_pipeline(endpoints: Endpoints, seconds: float | None) -> int:
             elapsed = time.monotonic() - started
             if int(elapsed) % 10 == 0:
                 sent = ", ".join(
-                    f"{b} {counts[(b, 'intents')]} intents / {counts[(b, 'trade')]} fills"
+                    f"{b} {counts[(f'{ORG}.{b}', 'intents')]} intents / "
+                    f"{counts[(f'{ORG}.{b}', 'trade')]} fills"
                     for b in BOTS
                 )
                 _say(f"{elapsed:.0f} s: {sent}")
             if seconds is not None and elapsed >= seconds:
                 break
     finally:
-        for bot_id in BOTS:
-            set_control_flag(client, bot_id, BotState.STOPPED, reason="demo ends", set_by="demo")
+        for name in BOTS:
+            set_control_flag(
+                client, f"{ORG}.{name}", BotState.STOPPED, reason="demo ends", set_by="demo"
+            )
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.sleep(1.0)  # the last intents and reports reach the tap
         stop.set()
@@ -207,6 +348,9 @@ async def run_pipeline(endpoints: Endpoints, seconds: float | None) -> int:
             await replay
         await tap
         await executor
+        reports = await reports_of_the_run(url, password, started_ms)
+        control_plane.should_exit = True
+        await serving
 
     table = Table(
         "bot",
@@ -219,11 +363,12 @@ async def run_pipeline(endpoints: Endpoints, seconds: float | None) -> int:
         "final state",
         title="Coyote demo — bots live on replayed EURUSD bars, orders through the executor",
     )
-    for bot_id, runtime in runtimes.items():
+    for name, runtime in runtimes.items():
+        bot_id = f"{ORG}.{name}"
         status = read_status(client, bot_id)
         position = runtime.portfolio.position("EURUSD")
         table.add_row(
-            bot_id,
+            name,
             str(runtime.bars),
             str(counts[(bot_id, "intents")]),
             str(counts[(bot_id, "trade")]),
@@ -233,12 +378,13 @@ async def run_pipeline(endpoints: Endpoints, seconds: float | None) -> int:
             status.state.value if status else "?",
         )
     console.print(table)
-    for bot_id, outcome in zip(BOTS, outcomes, strict=True):
+    console.print(reports)
+    for name, outcome in zip(BOTS, outcomes, strict=True):
         if isinstance(outcome, BaseException):
-            console.print(f"[red]{bot_id} failed:[/red] {outcome!r}")
+            console.print(f"[red]{name} failed:[/red] {outcome!r}")
     console.print(
-        "Orders and fills are recorded in PostgreSQL (tables orders, fills, positions); the "
-        "control plane and the dashboard join the demo as they land.",
+        "Orders and fills are recorded in PostgreSQL (tables orders, fills, positions); "
+        "`make demo` again serves the dashboard while the bots trade.",
         highlight=False,
     )
     client.close()

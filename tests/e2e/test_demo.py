@@ -44,6 +44,17 @@ def test_bots_trade_live_through_the_executor_and_get_fills(
         assert int(bars) > 100
         assert int(intents) > 0
         assert state == "stopped"
+    # The reports API (over HTTP, logged in as the demo's admin) saw the same fills
+    reported = {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(
+            r"│ (mean-reversion|market-maker)\s*│ (\d+)\s*│ \d+\s*│ [\d.]+", result.stdout
+        )
+    }
+    # (the executor may book a last fill after the tap stops listening: at least as many)
+    for bot, row in rows.items():
+        assert reported.get(bot, 0) >= int(row[2]), result.stdout
+    assert "dashboard: http://127.0.0.1:" in result.stdout
     market_maker = rows["market-maker"]
     assert int(market_maker[1]) > int(market_maker[0])  # quotes and cancels every bar
     assert int(market_maker[2]) > 0, result.stdout  # its quotes were filled by the paper broker

@@ -19,7 +19,7 @@ RISK = {"instruments": {"EURUSD": {"tick_size": "0.00001"}}}
 def test_the_example_accounts_file_loads() -> None:
     accounts = load_accounts(Path(__file__).parents[2] / "examples" / "accounts.toml")
 
-    demo = accounts["paper-demo"]
+    demo = accounts["demo.paper"]
     assert demo.broker == "paper" and demo.venue == "demo-fx"
     assert demo.paper is not None and str(demo.paper.fee_bps) == "0.2"
     assert "EURUSD" in demo.risk.instruments
