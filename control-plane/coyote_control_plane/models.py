@@ -25,6 +25,9 @@ Name = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,38}$", min_length=1, max_length=39)
 ]
 """Names of bots, deployments and accounts: lower case, no dots (dots join the org slug)."""
+Amount = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?$", max_length=40)]
+"""Capital: a plain decimal in ASCII digits (a Field's ``regex`` is not enforced on SQLModel
+classes)."""
 MAX_INT = 2**31 - 1
 """Largest row id or number: PostgreSQL's INTEGER."""
 MAX_BIGINT = 2**63 - 1
@@ -234,7 +237,7 @@ class AccountBase(SQLModel):
     currency: str = Field(default="USD", min_length=3, max_length=3, regex=r"^[A-Z]{3}$")
     credentials_path: str | None = Field(default=None, max_length=200, regex=r"^[A-Za-z0-9_./-]+$")
     """The Vault path of the broker credentials; never the secret itself."""
-    capital: str | None = Field(default=None, max_length=40, regex=r"^[0-9]+(\.[0-9]+)?$")
+    capital: Amount | None = Field(default=None, max_length=40)
     """Capital that the deployments on this account may be allocated, in total."""
 
 
@@ -388,7 +391,7 @@ class DeploymentCreate(SQLModel):
     version: int | None = Field(default=None, ge=1, le=MAX_INT)
     params: dict[str, Any] | None = None
     risk_profile: dict[str, Any] | None = None
-    capital: str = Field(default="0", max_length=40, regex=r"^[0-9]+(\.[0-9]+)?$")
+    capital: Amount = Field(default="0", max_length=40)
     """The deployment's capital allocation: its own sub-ledger of the account."""
     start: bool = False
     """Start it right away."""
