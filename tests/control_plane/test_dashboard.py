@@ -2,9 +2,12 @@
 
 A trader logs in, sees a running bot, watches a real fill arrive in the blotter without a
 reload (the bot's intent executed by a real executor and paper broker) and pauses the bot; an
-admin trips a kill switch behind a typed confirmation and a risk officer resets it; a viewer
-sees no control at all. Every step leaves a screenshot in ``.coyote/test-artifacts/dashboard``.
-The browser tests also fail on a script error, a CSP violation or a request to another origin.
+admin trips a kill switch behind a typed confirmation and a risk officer resets it; a viewer,
+on a phone, sees no control at all; an admin manages keys and roles and reads the audit log; a
+trader deploys with parameters, promotes and rolls back. Every step leaves a screenshot in
+``.coyote/test-artifacts/dashboard/<test>-<step>.png``. The browser tests also fail on a
+script error, a CSP violation or a request to another origin; one more test checks the served
+files themselves (headers, no foreign URL, size).
 """
 
 from __future__ import annotations

@@ -21,12 +21,14 @@ const live = new Live();
 let ctx = null;
 let leave = null;
 let shown = 0; // counts routings: a page that finishes loading after the next one began is undone
+let unwatch = null;
 
 function shell() {
   const dot = h('span.live', { 'data-testid': 'live', title: 'Live events' });
   const show = ({ state }) => { dot.dataset.state = dot.textContent = state; };
   show(live);
-  live.on('state', show);
+  unwatch?.();
+  unwatch = live.on('state', show);
   const user = ctx.me.user;
   app.replaceChildren(
     h('header.top', null,
