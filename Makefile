@@ -47,6 +47,7 @@ bench: install
 	$(BIN)/python bench/backtest.py
 	$(BIN)/python bench/hotpath.py
 	$(BIN)/python bench/risk.py
+	$(BIN)/python bench/reports.py
 
 ## clean: stop the stack and remove everything it and the build wrote
 clean:
