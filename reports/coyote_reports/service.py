@@ -647,27 +647,30 @@ class Reports:
             i.c.received_ms >= start_ms,
             i.c.received_ms < end_ms,
         ]
+        # One pass: each code's count, and its latest refusal's reason (a NULL code included).
+        ranked = (
+            sa.select(
+                i.c.reject_code,
+                i.c.reject_reason,
+                i.c.received_ms,
+                sa.func.count().over(partition_by=i.c.reject_code).label("n"),
+                sa.func.row_number()
+                .over(partition_by=i.c.reject_code, order_by=i.c.received_ms.desc())
+                .label("latest"),
+            )
+            .where(*where)
+            .subquery()
+        )
+        query = sa.select(
+            ranked.c.reject_code, ranked.c.n, ranked.c.reject_reason, ranked.c.received_ms
+        ).where(ranked.c.latest == 1)
         with self._connect() as conn:
-            counts = conn.execute(
-                sa.select(i.c.reject_code, sa.func.count(), sa.func.max(i.c.received_ms))
-                .where(*where)
-                .group_by(i.c.reject_code)
-            ).all()
-            reasons = []
-            for code, count, last_ms in counts:
-                last_reason = conn.execute(
-                    sa.select(i.c.reject_reason)
-                    .where(*where, i.c.reject_code == code, i.c.received_ms == last_ms)
-                    .limit(1)
-                ).scalar()
-                reasons.append(
-                    RejectionReason(
-                        code=code or "unknown",
-                        count=count,
-                        last_reason=last_reason,
-                        last_ms=last_ms,
-                    )
+            reasons = [
+                RejectionReason(
+                    code=code or "unknown", count=count, last_reason=reason, last_ms=last_ms
                 )
+                for code, count, reason, last_ms in conn.execute(query)
+            ]
         reasons.sort(key=lambda r: (-r.count, r.code))
         return Rejections(
             start_ms=start_ms,
