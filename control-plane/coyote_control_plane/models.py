@@ -25,9 +25,14 @@ Name = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,38}$", min_length=1, max_length=39)
 ]
 """Names of bots, deployments and accounts: lower case, no dots (dots join the org slug)."""
+# Patterns are Annotated types: SQLModel does not enforce a Field's ``regex``.
 Amount = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?$", max_length=40)]
-"""Capital: a plain decimal in ASCII digits (a Field's ``regex`` is not enforced on SQLModel
-classes)."""
+"""Capital: a plain decimal in ASCII digits."""
+Venue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+VaultPath = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_./-]{1,200}$")]
+Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)]
+WebhookUrl = Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=500)]
 MAX_INT = 2**31 - 1
 """Largest row id or number: PostgreSQL's INTEGER."""
 MAX_BIGINT = 2**63 - 1
@@ -112,7 +117,7 @@ class OrganizationPublic(SQLModel):
 
 
 class UserBase(SQLModel):
-    email: str = Field(max_length=254, regex=r"^[^@\s]+@[^@\s]+$")
+    email: Email = Field(max_length=254)
     name: str = Field(default="", max_length=200)
     role: Role
 
@@ -232,10 +237,10 @@ class AuditEntryPublic(SQLModel):
 class AccountBase(SQLModel):
     name: Name = Field(max_length=39)
     broker: Broker = Field(sa_type=_enum(Broker))
-    venue: str = Field(max_length=64, regex=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    venue: Venue = Field(max_length=64)
     """Market-data venue of its instruments (RedisTimeSeries keys)."""
-    currency: str = Field(default="USD", min_length=3, max_length=3, regex=r"^[A-Z]{3}$")
-    credentials_path: str | None = Field(default=None, max_length=200, regex=r"^[A-Za-z0-9_./-]+$")
+    currency: Currency = Field(default="USD", min_length=3, max_length=3)
+    credentials_path: VaultPath | None = Field(default=None, max_length=200)
     """The Vault path of the broker credentials; never the secret itself."""
     capital: Amount | None = Field(default=None, max_length=40)
     """Capital that the deployments on this account may be allocated, in total."""
@@ -530,7 +535,7 @@ class WebhookFormat(enum.StrEnum):
 
 
 class WebhookBase(SQLModel):
-    url: str = Field(max_length=500, regex=r"^https?://\S+$")
+    url: WebhookUrl = Field(max_length=500)
     format: WebhookFormat = Field(default=WebhookFormat.GENERIC, sa_type=_enum(WebhookFormat))
     kinds: list[str] = _json(default_factory=lambda: ["bot.crashed", "bot.failed", "alert"])
     """Event kinds to deliver (``*`` for all)."""

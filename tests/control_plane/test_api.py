@@ -41,6 +41,25 @@ def test_validation_errors_name_the_field(cp: ControlPlaneUnderTest) -> None:
     assert "body.name" in fields and "body.venue" in fields
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("venue", "sim\n"),
+        ("currency", "usd"),
+        ("currency", "U\u0405D"),
+        ("credentials_path", "secret/acme paper"),
+        ("capital", "1\u0661"),
+    ],
+)
+def test_account_fields_out_of_their_pattern_are_refused(
+    cp: ControlPlaneUnderTest, field: str, value: str
+) -> None:
+    account = {"name": "patterned", "broker": "paper", "venue": "sim", field: value}
+    answer = cp.acme.admin.post("/v1/accounts", json=account)
+    assert answer.status_code == 422
+    assert {d["field"] for d in answer.json()["error"]["details"]} == {f"body.{field}"}
+
+
 def test_openapi_documents_every_route_with_the_error_shape(cp: ControlPlaneUnderTest) -> None:
     schema = cp.anonymous().get("/openapi.json").json()
     assert "HTTPValidationError" not in schema["components"]["schemas"]
