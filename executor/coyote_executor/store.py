@@ -20,7 +20,17 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlmodel import SQLModel
 
-from coyote_executor.models import TABLES, Balance, Fill, Intent, Order, Position, Report
+from coyote_executor import rollup
+from coyote_executor.models import (
+    TABLES,
+    Balance,
+    Fill,
+    FillHour,
+    Intent,
+    Order,
+    Position,
+    Report,
+)
 from coyote_executor.orders import FillEvent, LiveOrder
 from coyote_sdk import protocol
 from coyote_sdk.portfolio import Position as Book
@@ -94,6 +104,15 @@ class Store:
             for table in tables:
                 for index in table.indexes:
                     index.create(conn, checkfirst=True)
+            # A database from before the rollup: derive it (and the books) from the fills once.
+            hours = FillHour.__table__  # type: ignore[attr-defined]
+            fills = Fill.__table__  # type: ignore[attr-defined]
+            if (
+                conn.execute(sa.select(hours.c.hour_ms).limit(1)).first() is None
+                and conn.execute(sa.select(fills.c.ts_ms).limit(1)).first() is not None
+            ):
+                log.info("deriving the hourly rollup of the fills recorded so far")
+                self._rebuild_derived(conn)
         if self.engine.dialect.name != "postgresql":
             return
         with self.engine.begin() as conn:
@@ -212,6 +231,65 @@ class Store:
 
     # -- writes ----------------------------------------------------------------------------
 
+    def rebuild_derived(self) -> None:
+        """Rewrites the state derived from the fills (positions, balances, the hourly rollup)
+        from the fills alone, in one transaction: for fills written by other means than
+        :meth:`apply` (bulk loads, repairs). The executor must not run meanwhile."""
+        with self.engine.begin() as conn:
+            self._rebuild_derived(conn)
+
+    @staticmethod
+    def _rebuild_derived(conn: sa.Connection) -> None:
+        fills = Fill.__table__  # type: ignore[attr-defined]
+        positions = Position.__table__  # type: ignore[attr-defined]
+        balances = Balance.__table__  # type: ignore[attr-defined]
+        books: dict[tuple[str, str, str], tuple[Book, int]] = {}
+        cash: dict[tuple[str, str], tuple[Decimal, Decimal, int]] = {}
+        query = sa.select(
+            fills.c.account_id,
+            fills.c.bot_id,
+            fills.c.symbol,
+            fills.c.side,
+            fills.c.quantity,
+            fills.c.price,
+            fills.c.fee,
+            fills.c.ts_ms,
+        ).order_by(fills.c.ts_ms, fills.c.fill_id)
+        rows = conn.execute(query.execution_options(yield_per=10_000))
+        for account_id, bot_id, symbol, side, quantity, price, fee, ts_ms in rows:
+            book, _ = books.get((account_id, bot_id, symbol), (Book(symbol), 0))
+            signed = quantity if side == "buy" else -quantity
+            book.book(signed, price)
+            books[(account_id, bot_id, symbol)] = (book, ts_ms)
+            flow, fees, _ = cash.get((account_id, bot_id), (ZERO, ZERO, 0))
+            cash[(account_id, bot_id)] = (flow - signed * price - fee, fees + fee, ts_ms)
+        conn.execute(positions.delete())
+        conn.execute(balances.delete())
+        if books:
+            conn.execute(
+                positions.insert(),
+                [
+                    {
+                        "account_id": key[0],
+                        "bot_id": key[1],
+                        "symbol": key[2],
+                        "quantity": book.quantity,
+                        "average_price": book.average_price,
+                        "realized_pnl": book.realized_pnl,
+                        "updated_ms": ts_ms,
+                    }
+                    for key, (book, ts_ms) in books.items()
+                ],
+            )
+            conn.execute(
+                balances.insert(),
+                [
+                    {"account_id": a, "bot_id": b, "cash": c, "fees": f, "updated_ms": ts}
+                    for (a, b), (c, f, ts) in cash.items()
+                ],
+            )
+        rollup.rebuild(conn, fills)
+
     def apply(self, changes: Changes) -> None:
         """Writes ``changes`` in one transaction."""
         if not changes:
@@ -312,6 +390,7 @@ class Store:
                 }
             )
         conn.execute(Fill.__table__.insert(), rows)  # type: ignore[attr-defined]
+        rollup.roll_up(conn, [rollup.FillFacts.of_row(row) for row in rows])
         inserts = [p.model_dump() for k, p in books.items() if k not in existing]
         updates = [p.model_dump() for k, p in books.items() if k in existing]
         if inserts:

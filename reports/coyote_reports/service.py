@@ -30,7 +30,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from coyote_executor.models import Fill, Intent, Order, Position
+from coyote_executor.models import Fill, FillHour, Intent, Order, Position
+from coyote_executor.rollup import HOUR_MS
 from coyote_reports.db import Dialect
 from coyote_reports.models import (
     BotMetrics,
@@ -65,6 +66,7 @@ _FILLS: sa.Table = Fill.__table__  # type: ignore[attr-defined]
 _ORDERS: sa.Table = Order.__table__  # type: ignore[attr-defined]
 _INTENTS: sa.Table = Intent.__table__  # type: ignore[attr-defined]
 _POSITIONS: sa.Table = Position.__table__  # type: ignore[attr-defined]
+_HOURS: sa.Table = FillHour.__table__  # type: ignore[attr-defined]
 _PageT = TypeVar("_PageT", OrderPage, FillPage)
 _BEFORE = -1
 """The group of the fills before a range's start: its opening state."""
@@ -354,49 +356,208 @@ class Reports:
             walks[key] = _Walk(points, activity)
         return walks
 
-    def _bucket_of(self, start_ms: int, bucket: Timeframe) -> sa.Label[int]:
-        """A fill's bucket start, or :data:`_BEFORE` for fills before ``start_ms``."""
-        ts_ms = _FILLS.c.ts_ms
-        return sa.case(
-            (ts_ms < start_ms, sa.literal(_BEFORE, sa.BigInteger)),
-            else_=self.dialect.bucket(ts_ms, bucket.milliseconds),
-        ).label("bucket")
-
     def _groups(
         self, scope: Scope, start_ms: int, end_ms: int, bucket: Timeframe, *, by_book: bool
     ) -> dict[tuple[tuple[str, str], int, str], _Group]:
         """The sums of the scope's fills before ``end_ms`` per (book, bucket, symbol); fills
-        before ``start_ms`` fall in one group, :data:`_BEFORE`."""
+        before ``start_ms`` fall in one group, :data:`_BEFORE`, with the book's totals.
+
+        Whole hours come from the executor's hourly rollup (``fill_hours``): the opening state
+        is one row per book, the last before the range's start hour, and buckets of an hour or
+        more sum the range's hour rows. Only what is left (the part of an hour before the
+        start, partial hours at the range's ends, and buckets under an hour) is summed from
+        the fills themselves.
+        """
+        groups: dict[tuple[tuple[str, str], int, str], _Group] = {}
+        cut = _hour_of(start_ms)
+        with self._connect() as conn:
+            accounts = self._accounts(conn, scope)
+            if not accounts:
+                return groups
+            self._add_opening(conn, groups, scope, accounts, cut, by_book=by_book)
+            raw = [(cut, start_ms)]
+            rolled = _rolled_span(start_ms, end_ms, bucket)
+            if rolled is None:
+                raw.append((start_ms, end_ms))
+            else:
+                self._add_rolled(conn, groups, scope, accounts, rolled, bucket, by_book=by_book)
+                raw += [(start_ms, rolled[0]), (rolled[1], end_ms)]
+            for low, high in raw:
+                if low < high:
+                    self._add_raw(conn, groups, scope, low, high, start_ms, bucket, by_book=by_book)
+        return groups
+
+    @staticmethod
+    def _accounts(conn: sa.Connection, scope: Scope) -> list[str]:
+        """The scope's accounts that ever traded: each has a position row, flat or not.
+
+        The rollup's queries name them (``account_id IN (…)``) rather than the organisation's
+        key range, so PostgreSQL can use the rest of an index after the account."""
+        p = _POSITIONS
+        query = sa.select(p.c.account_id).where(*scope.where(p)).distinct()
+        return sorted(conn.execute(query).scalars())
+
+    @staticmethod
+    def _in_rollup(scope: Scope, accounts: Sequence[str]) -> list[sa.ColumnElement[bool]]:
+        h = _HOURS
+        clauses: list[sa.ColumnElement[bool]] = [h.c.account_id.in_(accounts)]
+        if scope.bot is not None:
+            clauses.append(h.c.bot_id == f"{scope.org}.{scope.bot}")
+        return clauses
+
+    def _add_opening(
+        self,
+        conn: sa.Connection,
+        groups: dict[tuple[tuple[str, str], int, str], _Group],
+        scope: Scope,
+        accounts: Sequence[str],
+        cut: int,
+        *,
+        by_book: bool,
+    ) -> None:
+        """Each book's running totals at ``cut`` (an hour's start), from its last hour row
+        before: one index probe per book."""
+        p, h = _POSITIONS, _HOURS
+        latest = (
+            sa.select(sa.func.max(h.c.hour_ms))
+            .where(
+                h.c.account_id == p.c.account_id,
+                h.c.bot_id == p.c.bot_id,
+                h.c.symbol == p.c.symbol,
+                h.c.hour_ms < cut,
+            )
+            .scalar_subquery()
+        )
+        books = (
+            sa.select(p.c.account_id, p.c.bot_id, p.c.symbol, latest.label("hour_ms"))
+            .where(p.c.account_id.in_(accounts), *scope.where(p))
+            .subquery()
+        )
+        query = sa.select(
+            h.c.account_id,
+            h.c.bot_id,
+            h.c.symbol,
+            h.c.cum_quantity,
+            h.c.cum_cash,
+            h.c.cum_fees,
+            h.c.cum_realized,
+        ).join(
+            books,
+            sa.and_(
+                h.c.account_id == books.c.account_id,
+                h.c.bot_id == books.c.bot_id,
+                h.c.symbol == books.c.symbol,
+                h.c.hour_ms == books.c.hour_ms,
+            ),
+        )
+        for account_id, bot_id, symbol, quantity, cash, fees, realized in conn.execute(query):
+            book = (account_id, bot_id) if by_book else ("", "")
+            _merge(
+                groups,
+                (book, _BEFORE, symbol),
+                # The book's totals as one group: what it holds, its net cash, fees, realised.
+                _Group(
+                    bought=_decimal(quantity),
+                    received=_decimal(cash),
+                    fees=_decimal(fees),
+                    realized=_decimal(realized),
+                ),
+            )
+
+    def _add_rolled(
+        self,
+        conn: sa.Connection,
+        groups: dict[tuple[tuple[str, str], int, str], _Group],
+        scope: Scope,
+        accounts: Sequence[str],
+        span: tuple[int, int],
+        bucket: Timeframe,
+        *,
+        by_book: bool,
+    ) -> None:
+        """The sums of the hour rows in ``span`` (whole hours) per bucket."""
+        d, h = self.dialect, _HOURS
+        when = d.bucket(h.c.hour_ms, bucket.milliseconds).label("bucket")
+        keys: list[Any] = [h.c.account_id, h.c.bot_id] if by_book else []
+        keys += [when, h.c.symbol]
+        query = (
+            sa.select(
+                *keys,
+                d.sum(h.c.bought),
+                d.sum(h.c.sold),
+                d.sum(h.c.paid),
+                d.sum(h.c.received),
+                d.sum(h.c.fees),
+                d.sum(h.c.realized),
+                d.sum(h.c.gains),
+                d.sum(h.c.losses),
+                sa.func.sum(h.c.wins),
+                sa.func.sum(h.c.closes),
+                sa.func.sum(h.c.fills),
+                sa.func.max(h.c.last_ts_ms),
+            )
+            .where(*self._in_rollup(scope, accounts), h.c.hour_ms >= span[0], h.c.hour_ms < span[1])
+            .group_by(*keys)
+        )
+        self._collect(conn, groups, query, by_book=by_book)
+
+    def _add_raw(
+        self,
+        conn: sa.Connection,
+        groups: dict[tuple[tuple[str, str], int, str], _Group],
+        scope: Scope,
+        low: int,
+        high: int,
+        start_ms: int,
+        bucket: Timeframe,
+        *,
+        by_book: bool,
+    ) -> None:
+        """The sums of the fills from ``low`` to ``high`` per bucket (:data:`_BEFORE` before
+        ``start_ms``)."""
         d, f = self.dialect, _FILLS
         is_buy = f.c.side == "buy"
         keys: list[Any] = [f.c.account_id, f.c.bot_id] if by_book else []
         keys += [self._bucket_of(start_ms, bucket), f.c.symbol]
-        columns = [
-            d.sum(sa.case((is_buy, f.c.quantity))),
-            d.sum(sa.case((~is_buy, f.c.quantity))),
-            d.sum_product(sa.case((is_buy, f.c.quantity)), f.c.price),
-            d.sum_product(sa.case((~is_buy, f.c.quantity)), f.c.price),
-            d.sum(f.c.fee),
-            d.sum(f.c.realized_pnl),
-            d.sum(sa.case((d.positive(f.c.realized_pnl), f.c.realized_pnl))),
-            d.sum(sa.case((d.negative(f.c.realized_pnl), f.c.realized_pnl))),
-            sa.func.count(sa.case((d.positive(f.c.realized_pnl), 1))),
-            sa.func.count(
-                sa.case((d.positive(f.c.realized_pnl) | d.negative(f.c.realized_pnl), 1))
-            ),
-            sa.func.count(),
-            sa.func.max(f.c.ts_ms),
-        ]
         query = (
-            sa.select(*keys, *columns).where(*scope.where(f), f.c.ts_ms < end_ms).group_by(*keys)
+            sa.select(
+                *keys,
+                d.sum(sa.case((is_buy, f.c.quantity))),
+                d.sum(sa.case((~is_buy, f.c.quantity))),
+                d.sum_product(sa.case((is_buy, f.c.quantity)), f.c.price),
+                d.sum_product(sa.case((~is_buy, f.c.quantity)), f.c.price),
+                d.sum(f.c.fee),
+                d.sum(f.c.realized_pnl),
+                d.sum(sa.case((d.positive(f.c.realized_pnl), f.c.realized_pnl))),
+                d.sum(sa.case((d.negative(f.c.realized_pnl), f.c.realized_pnl))),
+                sa.func.count(sa.case((d.positive(f.c.realized_pnl), 1))),
+                sa.func.count(
+                    sa.case((d.positive(f.c.realized_pnl) | d.negative(f.c.realized_pnl), 1))
+                ),
+                sa.func.count(),
+                sa.func.max(f.c.ts_ms),
+            )
+            .where(*scope.where(f), f.c.ts_ms >= low, f.c.ts_ms < high)
+            .group_by(*keys)
         )
-        groups: dict[tuple[tuple[str, str], int, str], _Group] = {}
-        with self._connect() as conn:
-            for row in conn.execute(query):
-                book = (row[0], row[1]) if by_book else ("", "")
-                when_, symbol = row[-14], row[-13]
-                values = row[-12:]
-                groups[(book, int(when_), symbol)] = _Group(
+        self._collect(conn, groups, query, by_book=by_book)
+
+    @staticmethod
+    def _collect(
+        conn: sa.Connection,
+        groups: dict[tuple[tuple[str, str], int, str], _Group],
+        query: sa.Select[Any],
+        *,
+        by_book: bool,
+    ) -> None:
+        for row in conn.execute(query):
+            book = (row[0], row[1]) if by_book else ("", "")
+            when_, symbol = row[-14], row[-13]
+            values = row[-12:]
+            _merge(
+                groups,
+                (book, int(when_), symbol),
+                _Group(
                     bought=_decimal(values[0]),
                     sold=_decimal(values[1]),
                     paid=_decimal(values[2]),
@@ -405,12 +566,20 @@ class Reports:
                     realized=_decimal(values[5]),
                     gains=_decimal(values[6]),
                     losses=_decimal(values[7]),
-                    wins=values[8],
-                    closes=values[9],
-                    fills=values[10],
-                    last_ts=values[11],
-                )
-        return groups
+                    wins=int(values[8] or 0),
+                    closes=int(values[9] or 0),
+                    fills=int(values[10] or 0),
+                    last_ts=int(values[11] or 0),
+                ),
+            )
+
+    def _bucket_of(self, start_ms: int, bucket: Timeframe) -> sa.Label[int]:
+        """A fill's bucket start, or :data:`_BEFORE` for fills before ``start_ms``."""
+        ts_ms = _FILLS.c.ts_ms
+        return sa.case(
+            (ts_ms < start_ms, sa.literal(_BEFORE, sa.BigInteger)),
+            else_=self.dialect.bucket(ts_ms, bucket.milliseconds),
+        ).label("bucket")
 
     def _marks(
         self,
@@ -424,50 +593,108 @@ class Reports:
         price of the organisation's last fill in that symbol (the latest fill id on a tie).
 
         Marks belong to the organisation, not to the report's filter, so a bot's PnL is the
-        same whether it is asked for alone or within its account or organisation.
+        same whether it is asked for alone or within its account or organisation. Like the
+        sums, they come from the rollup's hour rows (each knows its last trade) where whole
+        hours allow, and from the fills elsewhere.
         """
-        last: dict[tuple[int, str], int] = {}
-        if scope.account is None and scope.bot is None:
-            for (_, when, symbol), group in groups.items():
-                last[(when, symbol)] = max(last.get((when, symbol), 0), group.last_ts)
-        elif groups:
-            f, org = _FILLS, Scope(scope.org)
-            bucket_of = self._bucket_of(start_ms, bucket)
-            symbols = sorted({symbol for (_, _, symbol) in groups})
-            query = (
-                sa.select(bucket_of, f.c.symbol, sa.func.max(f.c.ts_ms))
-                .where(*org.where(f), f.c.symbol.in_(symbols), f.c.ts_ms < end_ms)
-                .group_by(bucket_of, f.c.symbol)
-            )
-            with self._connect() as conn:
-                for when_, symbol, ts in conn.execute(query):
-                    last[(int(when_), symbol)] = ts
-        prices = self._prices_at(Scope(scope.org), {(s, ts) for (_, s), ts in last.items()})
+        symbols = sorted({symbol for (_, _, symbol) in groups})
+        if not symbols:
+            return {}
+        org = Scope(scope.org)
+        cut = _hour_of(start_ms)
+        # (bucket, symbol) -> the last trade seen: (ts_ms, fill id, price)
+        last: dict[tuple[int, str], tuple[int, str, Decimal]] = {}
+
+        def offer(when: int, symbol: str, ts: int, fill_id: str, price: Any) -> None:
+            seen = last.get((when, symbol))
+            if seen is None or (ts, fill_id) > seen[:2]:
+                last[(when, symbol)] = (ts, fill_id, _decimal(price))
+
+        with self._connect() as conn:
+            accounts = self._accounts(conn, org)
+            for row in self._opening_marks(conn, accounts, symbols, cut):
+                offer(_BEFORE, *row)
+            rolled = _rolled_span(start_ms, end_ms, bucket)
+            raw = [(cut, start_ms)]
+            if rolled is None:
+                raw.append((start_ms, end_ms))
+            else:
+                h = _HOURS
+                when = self.dialect.bucket(h.c.hour_ms, bucket.milliseconds)
+                where = [
+                    h.c.account_id.in_(accounts),
+                    h.c.symbol.in_(symbols),
+                    h.c.hour_ms >= rolled[0],
+                    h.c.hour_ms < rolled[1],
+                ]
+                for row in conn.execute(
+                    _last_per_bucket(
+                        when, h.c.symbol, h.c.last_ts_ms, h.c.last_fill_id, h.c.last_price, where
+                    )
+                ):
+                    offer(*row)
+                raw += [(start_ms, rolled[0]), (rolled[1], end_ms)]
+            f = _FILLS
+            for low, high in raw:
+                if low >= high:
+                    continue
+                where = [
+                    f.c.account_id.in_(accounts),
+                    f.c.symbol.in_(symbols),
+                    f.c.ts_ms >= low,
+                    f.c.ts_ms < high,
+                ]
+                for row in conn.execute(
+                    _last_per_bucket(
+                        self._bucket_of(start_ms, bucket),
+                        f.c.symbol,
+                        f.c.ts_ms,
+                        f.c.fill_id,
+                        f.c.price,
+                        where,
+                    )
+                ):
+                    offer(*row)
         marks: dict[int, dict[str, Decimal]] = defaultdict(dict)
-        for (when_, symbol), ts in last.items():
-            marks[when_][symbol] = prices[(symbol, ts)]
+        for (when_, symbol), (_, _, price) in last.items():
+            marks[when_][symbol] = price
         return marks
 
-    def _prices_at(
-        self, scope: Scope, wanted: set[tuple[str, int]]
-    ) -> dict[tuple[str, int], Decimal]:
-        """The price of the last fill (by fill id) of each (symbol, timestamp) in ``wanted``."""
-        prices: dict[tuple[str, int], Decimal] = {}
-        f = _FILLS
-        pairs = sorted(wanted)
-        with self._connect() as conn:
-            for chunk in range(0, len(pairs), 500):
-                query = (
-                    sa.select(f.c.symbol, f.c.ts_ms, f.c.price)
-                    .where(
-                        *scope.where(f),
-                        sa.tuple_(f.c.symbol, f.c.ts_ms).in_(pairs[chunk : chunk + 500]),
-                    )
-                    .order_by(f.c.ts_ms, f.c.fill_id)
-                )
-                for symbol, ts, price in conn.execute(query):
-                    prices[(symbol, ts)] = _decimal(price)
-        return prices
+    @staticmethod
+    def _opening_marks(
+        conn: sa.Connection, accounts: Sequence[str], symbols: Sequence[str], cut: int
+    ) -> Iterator[tuple[str, int, str, Any]]:
+        """The last trade of each (account, symbol) before ``cut``, from the rollup: its last
+        hour row (one index probe each), all bots of that hour."""
+        p, h = _POSITIONS, _HOURS
+        pairs = (
+            sa.select(p.c.account_id, p.c.symbol)
+            .where(p.c.account_id.in_(accounts), p.c.symbol.in_(symbols))
+            .distinct()
+            .subquery()
+        )
+        hours = sa.select(
+            pairs.c.account_id,
+            pairs.c.symbol,
+            sa.select(sa.func.max(h.c.hour_ms))
+            .where(
+                h.c.account_id == pairs.c.account_id,
+                h.c.symbol == pairs.c.symbol,
+                h.c.hour_ms < cut,
+            )
+            .scalar_subquery()
+            .label("hour_ms"),
+        ).subquery()
+        query = sa.select(h.c.symbol, h.c.last_ts_ms, h.c.last_fill_id, h.c.last_price).join(
+            hours,
+            sa.and_(
+                h.c.account_id == hours.c.account_id,
+                h.c.symbol == hours.c.symbol,
+                h.c.hour_ms == hours.c.hour_ms,
+            ),
+        )
+        for symbol, ts, fill_id, price in conn.execute(query):  # noqa: UP028 - plain tuples
+            yield symbol, ts, fill_id, price
 
     # -- POSITIONS ---------------------------------------------------------------------------
 
@@ -738,6 +965,68 @@ def period_range(period: str, label: str) -> tuple[int, int]:
 
 def _zero_point(ts_ms: int) -> PnlPoint:
     return PnlPoint(ts_ms=ts_ms, realized=ZERO, unrealized=ZERO, fees=ZERO, net=ZERO)
+
+
+def _hour_of(ts_ms: int) -> int:
+    return ts_ms - ts_ms % HOUR_MS
+
+
+def _rolled_span(start_ms: int, end_ms: int, bucket: Timeframe) -> tuple[int, int] | None:
+    """The whole hours of the range, which the rollup answers; ``None`` when there are none or
+    the buckets are finer than an hour."""
+    if bucket.milliseconds < HOUR_MS:
+        return None
+    first = -(-start_ms // HOUR_MS) * HOUR_MS
+    last = _hour_of(end_ms)
+    return (first, last) if first < last else None
+
+
+def _merge(
+    groups: dict[tuple[tuple[str, str], int, str], _Group],
+    key: tuple[tuple[str, str], int, str],
+    group: _Group,
+) -> None:
+    """Adds ``group`` into ``groups[key]`` (parts of one bucket from the rollup and fills)."""
+    total = groups.get(key)
+    if total is None:
+        groups[key] = group
+        return
+    total.bought += group.bought
+    total.sold += group.sold
+    total.realized += group.realized
+    _accumulate(total, group)
+    total.last_ts = max(total.last_ts, group.last_ts)
+
+
+def _last_per_bucket(
+    when: sa.ColumnElement[int],
+    symbol: sa.ColumnElement[str],
+    ts: sa.ColumnElement[int],
+    fill_id: sa.ColumnElement[str],
+    price: sa.ColumnElement[Any],
+    where: Sequence[sa.ColumnElement[bool]],
+) -> sa.Select[Any]:
+    """(bucket, symbol, ts, fill id, price) of the last trade per bucket and symbol."""
+    rank = (
+        sa.func.row_number()
+        .over(partition_by=[when, symbol], order_by=[ts.desc(), fill_id.desc()])
+        .label("rank")
+    )
+    ranked = (
+        sa.select(
+            when.label("bucket"),
+            symbol.label("symbol"),
+            ts.label("ts"),
+            fill_id.label("fill_id"),
+            price.label("price"),
+            rank,
+        )
+        .where(*where)
+        .subquery()
+    )
+    return sa.select(
+        ranked.c.bucket, ranked.c.symbol, ranked.c.ts, ranked.c.fill_id, ranked.c.price
+    ).where(ranked.c.rank == 1)
 
 
 def _accumulate(total: _Group, group: _Group) -> None:
