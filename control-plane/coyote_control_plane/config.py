@@ -30,6 +30,12 @@ class SupervisorSettings(BaseModel):
     """A runtime stale this long is killed and restarted."""
     stop_grace_s: float = 15.0
     """Time a stopping runtime has to cancel orders and exit before it is terminated."""
+    local_memory_mb: int | None = Field(default=2048, ge=64)
+    """Address space of each local runtime process (MiB); ``None``: unlimited."""
+    local_open_files: int | None = Field(default=1024, ge=32)
+    """Open files and sockets of each local runtime process."""
+    local_cpu_seconds: int | None = Field(default=None, ge=1)
+    """CPU time of each local runtime process over its life; unlimited by default."""
     kubernetes_namespace: str | None = None
     kubernetes_image: str = "ghcr.io/coyote/coyote-bot:latest"
 

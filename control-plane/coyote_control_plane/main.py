@@ -41,6 +41,7 @@ from coyote_reports import make_engine as make_reports_engine
 from coyote_sdk import protocol
 from coyote_sdk._version import __version__
 from coyote_sdk.config import Endpoints
+from coyote_sdk.runtime import ProcessLimits
 
 logger = logging.getLogger("coyote.control_plane")
 
@@ -70,7 +71,14 @@ def make_backend(settings: Settings, endpoints: Endpoints) -> RuntimeBackend | N
             namespace=settings.supervisor.kubernetes_namespace,
             env=runtime_env(endpoints),
         )
-    return LocalBackend(settings.stack.home / "control-plane", env=runtime_env(endpoints))
+    limits = ProcessLimits(
+        memory_mb=settings.supervisor.local_memory_mb,
+        open_files=settings.supervisor.local_open_files,
+        cpu_seconds=settings.supervisor.local_cpu_seconds,
+    )
+    return LocalBackend(
+        settings.stack.home / "control-plane", env=runtime_env(endpoints), limits=limits
+    )
 
 
 def create_app(

@@ -3,6 +3,11 @@
 Each runtime is ``python -m coyote_sdk run <bundle> ...`` in a session of its own, so a Ctrl-C
 meant for the control plane does not reach the bots, and a restarted control plane adopts the
 runtimes still running (their pid files say which). Output goes to one log file per runtime.
+
+A runtime does not inherit the control plane's environment, which holds its database URL and
+Vault token: it gets the few variables a process needs (:data:`INHERITED`) and the stack's
+endpoints. It caps its own memory, open files and (optionally) CPU time before it loads the
+bundle (:class:`~coyote_sdk.runtime.ProcessLimits`).
 """
 
 from __future__ import annotations
@@ -21,8 +26,12 @@ from coyote_control_plane.supervisor.backends import (
     RuntimeBackend,
     RuntimeSpec,
 )
+from coyote_sdk.runtime import ProcessLimits
 
 _TAIL_BYTES = 1024 * 1024
+INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+"""The only variables of the control plane's environment a runtime gets."""
+DEFAULT_LIMITS = ProcessLimits(memory_mb=2048, open_files=1024)
 
 
 class LocalBackend(RuntimeBackend):
@@ -30,18 +39,25 @@ class LocalBackend(RuntimeBackend):
 
     Args:
         home: Where bundles, pid files and logs are kept.
-        env: Environment of the runtimes on top of this process's (the stack's endpoints).
+        env: The runtimes' environment (the stack's endpoints), besides :data:`INHERITED`.
         python: The interpreter that runs them; this one by default.
+        limits: Each runtime's resource limits.
     """
 
     name = "local"
 
     def __init__(
-        self, home: Path, *, env: Mapping[str, str] | None = None, python: str = sys.executable
+        self,
+        home: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        python: str = sys.executable,
+        limits: ProcessLimits = DEFAULT_LIMITS,
     ) -> None:
         self.home = home
         self.env = dict(env or {})
         self.python = python
+        self.limits = limits
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         for folder in ("bundles", "logs", "runtimes"):
             (home / folder).mkdir(parents=True, exist_ok=True)
@@ -68,9 +84,15 @@ class LocalBackend(RuntimeBackend):
         log = self.log_path(spec.runtime_id).open("ab")
         try:
             child = subprocess.Popen(
-                [self.python, "-m", "coyote_sdk", *spec.command_args(str(bundle.resolve()))],
+                [
+                    self.python,
+                    "-m",
+                    "coyote_sdk",
+                    *spec.command_args(str(bundle.resolve())),
+                    *self.limits.command_args(),
+                ],
                 cwd=workdir,  # no stray .env of the control plane's folder is read
-                env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+                env={**_inherited(), **self.env, "PYTHONUNBUFFERED": "1"},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -159,3 +181,7 @@ class LocalBackend(RuntimeBackend):
                 return None
             return pid
         return None
+
+
+def _inherited() -> dict[str, str]:
+    return {name: os.environ[name] for name in INHERITED if name in os.environ}

@@ -53,6 +53,15 @@ def run(
     params_json: Annotated[
         str | None, typer.Option(help="Parameters as one JSON object (what the supervisor passes).")
     ] = None,
+    limit_memory_mb: Annotated[
+        int | None, typer.Option(help="Cap the process's address space (MiB) before loading.")
+    ] = None,
+    limit_open_files: Annotated[
+        int | None, typer.Option(help="Cap its open files and sockets before loading.")
+    ] = None,
+    limit_cpu_seconds: Annotated[
+        int | None, typer.Option(help="Cap its CPU time (seconds); the process ends beyond.")
+    ] = None,
 ) -> None:
     """Run a bot live against the stack: bars from RedisTimeSeries, intents to Kafka.
 
@@ -76,10 +85,12 @@ def run(
     from coyote_sdk.loading import BotLoadError, load_bot_class, parse_params
     from coyote_sdk.logs import configure_logging
     from coyote_sdk.protocol import BotState
-    from coyote_sdk.runtime import BotRuntime, RuntimeOptions, run_until_signalled
+    from coyote_sdk.runtime import BotRuntime, ProcessLimits, RuntimeOptions, run_until_signalled
 
     configure_logging()
     try:
+        # First, before any bot code: the limits bind the bundle's module code too.
+        ProcessLimits(limit_memory_mb, limit_open_files, limit_cpu_seconds).apply()
         if bot_file.name.endswith((".tar.gz", ".tgz")) or digest is not None:
             bot_class = load_bundle(bot_file.read_bytes(), expected_digest=digest)
         else:

@@ -3,6 +3,7 @@
 See ``docs/runtime.md`` for the control flag, heartbeats and failure behaviour.
 """
 
+from coyote_sdk.runtime._limits import ProcessLimits
 from coyote_sdk.runtime._runtime import (
     BotRuntime,
     RuntimeExit,
@@ -10,4 +11,4 @@ from coyote_sdk.runtime._runtime import (
     run_until_signalled,
 )
 
-__all__ = ["BotRuntime", "RuntimeExit", "RuntimeOptions", "run_until_signalled"]
+__all__ = ["BotRuntime", "ProcessLimits", "RuntimeExit", "RuntimeOptions", "run_until_signalled"]
