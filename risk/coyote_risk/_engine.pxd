@@ -21,6 +21,8 @@ cdef class ScopeState:
     cdef TokenBucket bucket
     cdef list slots
 
+    cdef void configure(self, object limits, int64_t now_ms)
+
 
 cdef class SymbolState:
     cdef public double tick
@@ -37,6 +39,8 @@ cdef class SymbolState:
     """The account's position, all bots together."""
     cdef public double open_buy
     cdef public double open_sell
+
+    cdef void configure(self, object spec, bint restricted)
 
 
 # -- ORDERS ------------------------------------------------------------------------------------
@@ -62,6 +66,7 @@ cdef class Slot:
     cdef int[8] recent_side
     cdef int recent_next
 
+    cdef void configure(self, object limits)
     cdef bint _reduces(self, int side, double quantity)
     cdef bint _duplicate(self, int side, double quantity, double price, int64_t now_ms)
     cpdef int check(self, int side, double quantity, double price, bint market,
@@ -79,4 +84,5 @@ cdef class RiskEngine:
     cdef dict symbols
     cdef list symbol_list
     cdef dict slots
-    cdef object config
+    cdef readonly object config
+    """The :class:`coyote_risk.RiskConfig` enforced now (see ``reconfigure``)."""

@@ -64,16 +64,26 @@ cdef class ScopeState:
     def __init__(self, limits, int64_t now_ms=0):
         self.state = S_ACTIVE
         self.daily_pnl = 0.0
+        self.slots = []
+        self.bucket = None
+        self.configure(limits, now_ms)
+
+    cdef void configure(self, object limits, int64_t now_ms):
+        """Takes the scope's limits; its state, PnL and throttle tokens stay. A changed rate
+        gets a bucket of the new size holding the tokens left, not a full one."""
         self.max_daily_loss = _limit(limits.max_daily_loss)
         self.capital = _limit(limits.capital_allocation)
         self.max_gross = _limit(limits.max_gross_exposure)
         self.max_net = _limit(limits.max_net_exposure)
-        self.slots = []
-        if limits.orders_per_second is not None:
-            burst = limits.order_burst or max(1, int(limits.orders_per_second))
-            self.bucket = TokenBucket(float(burst), float(limits.orders_per_second), now_ms * MS)
-        else:
+        if limits.orders_per_second is None:
             self.bucket = None
+            return
+        cdef double burst = float(limits.order_burst or max(1, int(limits.orders_per_second)))
+        cdef double rate = float(limits.orders_per_second)
+        if self.bucket is None:
+            self.bucket = TokenBucket(burst, rate, now_ms * MS)
+        elif self.bucket.capacity != burst or self.bucket.refill_per_second != rate:
+            self.bucket = self.bucket.resized(burst, rate, now_ms * MS)
 
     @property
     def loss_tripped(self):
@@ -85,15 +95,19 @@ cdef class SymbolState:
     """One instrument of the account: its increments, last price and account-wide position."""
 
     def __init__(self, spec, bint restricted):
-        self.tick = float(spec.tick_size)
-        self.lot = float(spec.lot_size)
-        self.tradable = spec.tradable
-        self.restricted = restricted
+        self.configure(spec, restricted)
         self.last_price = 0.0
         self.last_ts = 0
         self.position = 0.0
         self.open_buy = 0.0
         self.open_sell = 0.0
+
+    cdef void configure(self, object spec, bint restricted):
+        """Takes the instrument's increments and status; prices and positions stay."""
+        self.tick = float(spec.tick_size)
+        self.lot = float(spec.lot_size)
+        self.tradable = spec.tradable
+        self.restricted = restricted
 
 
 # -- ORDERS ------------------------------------------------------------------------------------
@@ -110,6 +124,14 @@ cdef class Slot:
         self.position = 0.0
         self.open_buy = 0.0
         self.open_sell = 0.0
+        self.configure(limits)
+        self.recent_next = 0
+        for i in range(RECENT):
+            self.recent_ts[i] = -1
+
+    cdef void configure(self, object limits):
+        """Takes the order limits merged for this bot and symbol; the position, the open
+        orders and the duplicate window's recent orders stay."""
         self.max_quantity = _limit(limits.max_order_quantity)
         self.max_notional = _limit(limits.max_order_notional)
         self.collar_bps = _limit(limits.price_collar_bps)
@@ -118,9 +140,6 @@ cdef class Slot:
         self.duplicate_window_ms = (
             -1 if limits.duplicate_window_ms is None else limits.duplicate_window_ms
         )
-        self.recent_next = 0
-        for i in range(RECENT):
-            self.recent_ts[i] = -1
 
     cdef bint _reduces(self, int side, double quantity):
         if side > 0:
@@ -320,6 +339,46 @@ cdef class RiskEngine:
         if found is None:
             return REASON_CODES["risk.instrument_unknown"]
         return (<Slot>found).check(side, quantity, price, market, reduce_only, now_ms)
+
+    def reconfigure(self, config, int64_t now_ms=0):
+        """Enforces ``config``'s limits from now on, keeping the running state: positions and
+        open-order reservations, last prices, daily PnL, circuit breaker states, the duplicate
+        window and the throttles' tokens (a changed rate gets a bucket of the new size holding
+        the tokens left, not a full one).
+
+        A new instrument becomes tradable; one no longer in ``config`` stays known, so that
+        its positions and open orders still count and its fills are booked, but refuses new
+        orders (``risk.instrument_not_tradable``).
+
+        Raises:
+            ValueError: if ``config`` is of another account.
+        """
+        if config.account_id != self.config.account_id:
+            raise ValueError(
+                f"reconfigure takes the limits of account {self.config.account_id!r}, "
+                f"got those of {config.account_id!r}"
+            )
+        cdef SymbolState sym
+        cdef ScopeState bot
+        cdef Slot each
+        self.config = config
+        self.account.configure(config.account, now_ms)
+        for bot_id, bot in self.bots.items():
+            bot.configure(config.bots.get(bot_id, Limits()), now_ms)
+        for symbol, sym in self.symbols.items():
+            spec = config.instruments.get(symbol)
+            if spec is None:
+                sym.tradable = False
+                sym.restricted = symbol in config.restricted
+            else:
+                sym.configure(spec, symbol in config.restricted)
+        for symbol, spec in config.instruments.items():
+            if symbol not in self.symbols:
+                sym = SymbolState(spec, symbol in config.restricted)
+                self.symbols[symbol] = sym
+                self.symbol_list.append(sym)
+        for (bot_id, symbol), each in self.slots.items():
+            each.configure(config.limits_for(bot_id, symbol))
 
     def update_price(self, str symbol, double price, int64_t ts_ms):
         """The last trade (or mid) of ``symbol``; unknown symbols are ignored."""

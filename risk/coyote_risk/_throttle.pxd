@@ -14,3 +14,4 @@ cdef class TokenBucket:
     cdef inline void _refill(self, int64_t now_ns)
     cpdef bint try_acquire(self, int64_t now_ns, double tokens=*)
     cpdef double available(self, int64_t now_ns)
+    cpdef TokenBucket resized(self, double capacity, double refill_per_second, int64_t now_ns)

@@ -50,6 +50,14 @@ cdef class TokenBucket:
         self._refill(now_ns)
         return self._tokens
 
+    cpdef TokenBucket resized(self, double capacity, double refill_per_second, int64_t now_ns):
+        """A bucket of another size and rate that holds the tokens this one holds at
+        ``now_ns`` (at most its new ``capacity``): changing a limit grants no fresh burst."""
+        self._refill(now_ns)
+        cdef TokenBucket bucket = TokenBucket(capacity, refill_per_second, self._last_ns)
+        bucket._tokens = min(self._tokens, capacity)
+        return bucket
+
     def __repr__(self):
         return (
             f"TokenBucket(capacity={self.capacity!r}, "

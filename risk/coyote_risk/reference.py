@@ -44,6 +44,12 @@ class TokenBucket:
         self._refill(now_ns)
         return self._tokens
 
+    def resized(self, capacity: float, refill_per_second: float, now_ns: int) -> TokenBucket:
+        self._refill(now_ns)
+        bucket = TokenBucket(capacity, refill_per_second, self._last_ns)
+        bucket._tokens = min(self._tokens, float(capacity))
+        return bucket
+
 
 # -- RISK ENGINE -----------------------------------------------------------------------------
 
@@ -68,33 +74,42 @@ class ScopeState:
     def __init__(self, limits: Limits, now_ms: int = 0) -> None:
         self.state = _ACTIVE
         self.daily_pnl = 0.0
+        self.slots: list[Slot] = []
+        self.bucket: TokenBucket | None = None
+        self.configure(limits, now_ms)
+
+    def configure(self, limits: Limits, now_ms: int) -> None:
         self.max_daily_loss = _limit(limits.max_daily_loss)
         self.capital = _limit(limits.capital_allocation)
         self.max_gross = _limit(limits.max_gross_exposure)
         self.max_net = _limit(limits.max_net_exposure)
-        self.slots: list[Slot] = []
-        if limits.orders_per_second is not None:
-            burst = limits.order_burst or max(1, int(limits.orders_per_second))
-            self.bucket: TokenBucket | None = TokenBucket(
-                float(burst), float(limits.orders_per_second), now_ms * _MS
-            )
-        else:
+        if limits.orders_per_second is None:
             self.bucket = None
+            return
+        burst = float(limits.order_burst or max(1, int(limits.orders_per_second)))
+        rate = float(limits.orders_per_second)
+        if self.bucket is None:
+            self.bucket = TokenBucket(burst, rate, now_ms * _MS)
+        elif self.bucket.capacity != burst or self.bucket.refill_per_second != rate:
+            self.bucket = self.bucket.resized(burst, rate, now_ms * _MS)
 
 
 class SymbolState:
     """Reference of ``coyote_risk._engine.SymbolState``."""
 
     def __init__(self, spec: InstrumentSpec, restricted: bool) -> None:
-        self.tick = float(spec.tick_size)
-        self.lot = float(spec.lot_size)
-        self.tradable = spec.tradable
-        self.restricted = restricted
+        self.configure(spec, restricted)
         self.last_price = 0.0
         self.last_ts = 0
         self.position = 0.0
         self.open_buy = 0.0
         self.open_sell = 0.0
+
+    def configure(self, spec: InstrumentSpec, restricted: bool) -> None:
+        self.tick = float(spec.tick_size)
+        self.lot = float(spec.lot_size)
+        self.tradable = spec.tradable
+        self.restricted = restricted
 
 
 class Slot:
@@ -110,6 +125,11 @@ class Slot:
     ) -> None:
         self.engine, self.bot, self.account, self.symbol = engine, bot, account, symbol
         self.position = self.open_buy = self.open_sell = 0.0
+        self.configure(limits)
+        self.recent: list[tuple[int, int, float, float]] = [(-1, 0, 0.0, 0.0)] * _RECENT
+        self.recent_next = 0
+
+    def configure(self, limits: Limits) -> None:
         self.max_quantity = _limit(limits.max_order_quantity)
         self.max_notional = _limit(limits.max_order_notional)
         self.collar_bps = _limit(limits.price_collar_bps)
@@ -118,8 +138,6 @@ class Slot:
         self.duplicate_window_ms = (
             -1 if limits.duplicate_window_ms is None else limits.duplicate_window_ms
         )
-        self.recent: list[tuple[int, int, float, float]] = [(-1, 0, 0.0, 0.0)] * _RECENT
-        self.recent_next = 0
 
     def _reduces(self, side: int, quantity: float) -> bool:
         if side > 0:
@@ -291,6 +309,29 @@ class RiskEngine:
         if found is None:
             return _R["risk.instrument_unknown"]
         return found.check(side, quantity, price, market, reduce_only, now_ms)
+
+    def reconfigure(self, config: RiskConfig, now_ms: int = 0) -> None:
+        if config.account_id != self.config.account_id:
+            raise ValueError(
+                f"reconfigure takes the limits of account {self.config.account_id!r}, "
+                f"got those of {config.account_id!r}"
+            )
+        self.config = config
+        self.account.configure(config.account, now_ms)
+        for bot_id, bot in self.bots.items():
+            bot.configure(config.bots.get(bot_id, Limits()), now_ms)
+        for symbol, sym in self.symbols.items():
+            spec = config.instruments.get(symbol)
+            if spec is None:
+                sym.tradable = False
+                sym.restricted = symbol in config.restricted
+            else:
+                sym.configure(spec, symbol in config.restricted)
+        for symbol, spec in config.instruments.items():
+            if symbol not in self.symbols:
+                self.symbols[symbol] = SymbolState(spec, symbol in config.restricted)
+        for (bot_id, symbol), slot in self.slots.items():
+            slot.configure(config.limits_for(bot_id, symbol))
 
     def update_price(self, symbol: str, price: float, ts_ms: int) -> None:
         sym = self.symbols.get(symbol)

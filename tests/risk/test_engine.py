@@ -220,6 +220,116 @@ def test_a_daily_loss_trips_the_scope_to_reducing(engine_type: type) -> None:
     assert after == ("risk.reducing_only", "ok")
 
 
+def reconfigured(engine: object, **limits: object) -> object:
+    """``engine`` with the limits ``engine_of`` would make from ``limits``, applied in place."""
+    fresh = engine_of(type(engine), **limits)
+    engine.reconfigure(fresh.config, NOW)  # type: ignore[attr-defined]
+    return engine
+
+
+def test_an_order_that_passed_is_refused_after_its_limit_is_lowered(engine_type: type) -> None:
+    engine = engine_of(engine_type, max_order_notional=D(5000))
+    before = reason(engine, qty=10)
+
+    reconfigured(engine, max_order_notional=D(500))
+
+    assert before == "ok"
+    assert reason(engine, qty=10, price=100.01) == "risk.max_order_notional"
+    assert reason(engine, qty=4, price=100.02) == "ok"
+
+
+def test_reconfigure_keeps_positions_open_orders_pnl_and_breakers(engine_type: type) -> None:
+    engine = engine_of(engine_type, max_position=D(100), bot=Limits(max_daily_loss=D(1000)))
+    slot = engine.slot("b", "GOOG")
+    slot.on_fill(BUY, 30)
+    assert reason(engine, qty=20) == "ok"  # 20 open
+    engine.update_pnl(-400.0, "b")
+    engine.set_state("reducing", "c")
+
+    reconfigured(engine, max_position=D(60), bot=Limits(max_daily_loss=D(300)))
+
+    assert engine.slot("b", "GOOG") is slot
+    assert (slot.position, slot.open_buy) == (30, 20)
+    # 30 held + 20 open + 11 > 60; the day's loss of 400 is now beyond the bot's 300 …
+    assert reason(engine, qty=11, price=100.01) == "risk.max_daily_loss"
+    # … so only reducing orders go (at the last price, still known); bot c is still REDUCING.
+    assert reason(engine, side=SELL, qty=10, market=True) == "ok"
+    assert REASONS[engine.check("c", "GOOG", BUY, 1, 100.0, False, False, NOW)] == (
+        "risk.reducing_only"
+    )
+
+
+def test_reconfigure_applies_position_capital_and_exposure_to_what_is_held(
+    engine_type: type,
+) -> None:
+    engine = engine_of(engine_type)
+    engine.slot("b", "GOOG").on_fill(BUY, 20)  # 2,000 held
+
+    reconfigured(
+        engine,
+        bot=Limits(capital_allocation=D(2500)),
+        account=Limits(max_gross_exposure=D(2400)),
+        max_position=D(25),
+    )
+
+    assert reason(engine, qty=6) == "risk.max_position"
+    assert reason(engine, qty=5, price=100.01) == "risk.max_gross_exposure"
+    reconfigured(engine, bot=Limits(capital_allocation=D(2400)), max_position=D(25))
+    assert reason(engine, qty=5, price=100.02) == "risk.capital_allocation"
+    assert reason(engine, qty=3, price=100.03) == "ok"
+
+
+def test_reconfigure_keeps_the_throttles_tokens_and_the_duplicate_window(
+    engine_type: type,
+) -> None:
+    engine = engine_of(
+        engine_type, duplicate_window_ms=1000, bot=Limits(orders_per_second=1, order_burst=3)
+    )
+    assert [reason(engine, price=100 + i / 100) for i in range(2)] == ["ok", "ok"]
+
+    # Same rate: the same bucket, one token left. Then a larger burst: still one token left.
+    reconfigured(engine, duplicate_window_ms=1000, bot=Limits(orders_per_second=1, order_burst=3))
+    same_rate = reason(engine, price=100.02)
+    reconfigured(engine, duplicate_window_ms=1000, bot=Limits(orders_per_second=2, order_burst=10))
+    larger = reason(engine, price=100.03)
+
+    assert same_rate == "ok"
+    assert larger == "risk.rate_limit_bot"  # the new burst is not granted at once
+    assert reason(engine, now=NOW + 500) == "risk.duplicate_order"  # the window remembers
+    assert reason(engine, price=100.04, now=NOW + 500) == "ok"  # refilled at 2/s
+
+
+def test_reconfigure_adds_instruments_and_retires_removed_ones(engine_type: type) -> None:
+    engine = engine_of(engine_type)
+    engine.slot("b", "EURUSD").on_fill(BUY, 1000)
+    config = engine.config  # type: ignore[attr-defined]
+    instruments = {
+        "GOOG": config.instruments["GOOG"],
+        "MSFT": InstrumentSpec("MSFT", D("0.01")),
+    }
+
+    engine.reconfigure(  # type: ignore[attr-defined]
+        RiskConfig(account_id="acct", instruments=instruments, restricted=frozenset({"GOOG"})),
+        NOW,
+    )
+    engine.update_price("MSFT", 400.0, NOW)
+
+    assert reason(engine, symbol="MSFT", price=400.0) == "ok"
+    assert reason(engine) == "risk.restricted_symbol"
+    assert reason(engine, symbol="EURUSD", qty=1000, price=1.07219) == (
+        "risk.instrument_not_tradable"
+    )
+    engine.slot("b", "EURUSD").on_fill(SELL, 1000)  # fills of what was open still book
+    assert engine.slot("b", "EURUSD").position == 0
+
+
+def test_reconfigure_refuses_another_accounts_limits(engine_type: type) -> None:
+    engine = engine_of(engine_type)
+
+    with pytest.raises(ValueError, match="account 'acct'"):
+        engine.reconfigure(RiskConfig(account_id="other", instruments=INSTRUMENTS))  # type: ignore[attr-defined]
+
+
 def test_compiled_and_reference_agree_on_a_random_order_flow() -> None:
     limits = dict(
         max_order_quantity=D(50),
@@ -238,12 +348,23 @@ def test_compiled_and_reference_agree_on_a_random_order_flow() -> None:
             order_burst=10,
         ),
     )
+    tighter = dict(
+        limits,
+        max_position=D(60),
+        bot=Limits(orders_per_second=5, order_burst=2, capital_allocation=D(8000)),
+        account=Limits(max_gross_exposure=D(12000), orders_per_second=30, order_burst=4),
+    )
+    configs = [engine_of(RiskEngine, **limits, **extra).config]
+    configs.append(engine_of(RiskEngine, **tighter).config)
     compiled = engine_of(RiskEngine, **limits, **extra)
     ref = engine_of(reference.RiskEngine, **limits, **extra)
     rng = random.Random(5)
     now, seen = NOW, set()
-    for _ in range(20_000):
+    for step in range(20_000):
         now += rng.randint(0, 120)
+        if step % 2500 == 2499:  # the limits change under a running flow, in both engines
+            for engine in (compiled, ref):
+                engine.reconfigure(configs[(step // 2500) % 2 - 1], now)
         if rng.random() < 0.05:
             price = round(100 * (1 + rng.gauss(0, 0.003)), 2)
             for engine in (compiled, ref):

@@ -50,6 +50,21 @@ def test_non_positive_settings_are_refused(bucket_type: type, capacity: float, r
         bucket_type(capacity, rate)
 
 
+@pytest.mark.parametrize("bucket_type", [TokenBucket, reference.TokenBucket])
+def test_a_resized_bucket_keeps_the_tokens_left_not_a_fresh_burst(bucket_type: type) -> None:
+    bucket = bucket_type(5, 1.0)
+    for _ in range(4):
+        assert bucket.try_acquire(0)
+
+    larger = bucket.resized(10, 2.0, 0)
+    smaller = bucket_type(5, 1.0).resized(2, 1.0, 0)
+
+    assert larger.capacity == 10 and larger.refill_per_second == 2.0
+    assert larger.available(0) == 1.0  # what was left, not the new burst of 10
+    assert larger.available(SECOND) == 3.0  # refilling at the new rate
+    assert smaller.available(0) == 2.0  # a full bucket is cut to the new capacity
+
+
 def test_compiled_and_reference_agree_on_a_random_order_flow() -> None:
     rng = random.Random(7)
     compiled, ref = TokenBucket(10, 3.5), reference.TokenBucket(10, 3.5)
