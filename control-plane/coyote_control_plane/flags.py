@@ -1,15 +1,19 @@
-"""The Redis side of what the database says: deployments' control flags and kill switches.
+"""The Redis side of what the database says: deployments' control flags, kill switches and
+account documents.
 
 The database is the source of truth; Redis carries it to the bot runtimes (control flags) and
-the executor (halts). Everything here writes Redis *from* the database, so the API calls it
-after a change and the supervisor calls it on every pass, which puts the flags back after a
-Redis restart or flush.
+the executor (halts, and the accounts with their limits and capital allocations). Everything
+here writes Redis *from* the database, so the API calls it after a change and the supervisor
+calls it on every pass, which puts the flags back after a Redis restart or flush.
 """
 
 from __future__ import annotations
 
+import logging
+from decimal import Decimal
 from typing import Any
 
+import msgspec
 import redis
 from sqlmodel import Session, col, select
 
@@ -23,7 +27,9 @@ from coyote_control_plane.models import (
 )
 from coyote_sdk import protocol
 from coyote_sdk.control import read_control_flag, set_control_flag
-from coyote_sdk.protocol import BotState, Halt
+from coyote_sdk.protocol import AccountDocument, BotState, Halt, ProtocolError
+
+logger = logging.getLogger("coyote.control_plane")
 
 
 def active_kill_switches(session: Session, org_id: int) -> list[KillSwitch]:
@@ -150,3 +156,96 @@ def sync_halts(session: Session, client: redis.Redis) -> bool:
             pipe.publish(protocol.HALTS_CHANNEL, field)
         pipe.execute()
     return True
+
+
+def account_document(
+    org_slug: str, account: Account, deployments: list[Deployment]
+) -> AccountDocument:
+    """The account as the executors should trade it (with the ``deployments`` on it), at the
+    revision last written."""
+    return AccountDocument(
+        account_id=f"{org_slug}.{account.name}",
+        revision=account.config_revision,
+        ts_ms=0,
+        broker=account.broker.value,
+        venue=account.venue,
+        currency=account.currency,
+        credentials_path=account.credentials_path,
+        risk=dict(account.risk_limits),
+        deployments={
+            d.runtime_id: Decimal(d.capital) for d in sorted(deployments, key=lambda d: d.name)
+        },
+    )
+
+
+def sync_accounts(session: Session, client: redis.Redis, *, org_id: int | None = None) -> bool:
+    """Makes the Redis account documents match the database: those of one organisation, or of
+    all. Returns whether it wrote anything.
+
+    A document is written when its content differs from the stored one (or that is missing or
+    unreadable), with a revision above both the database's and the stored one, which the
+    account keeps: a document written again after a Redis flush is never taken for an older
+    one. The caller commits the session.
+    """
+    query = select(Organization)
+    if org_id is not None:
+        query = query.where(Organization.id == org_id)
+    orgs = {org.id: org.slug for org in session.exec(query)}
+    accounts = session.exec(select(Account).where(col(Account.org_id).in_(list(orgs))))
+    wanted = {f"{orgs[a.org_id]}.{a.name}": a for a in accounts}
+    stored: Any = client.hgetall(protocol.ACCOUNTS_KEY)
+    present = {key.decode(): value for key, value in stored.items()}
+    # Only documents of these organisations are ours to remove: a shared Redis may carry
+    # those of another control plane (a test's, a staging one's).
+    stale = [
+        field
+        for field in present
+        if field not in wanted and field.partition(".")[0] in orgs.values()
+    ]
+    missing: dict[Any, Any] = {}
+    deployments: dict[int | None, list[Deployment]] = {}
+    for deployment in session.exec(
+        select(Deployment).where(col(Deployment.org_id).in_(list(orgs)))
+    ):
+        deployments.setdefault(deployment.account_id, []).append(deployment)
+    for field, account in wanted.items():
+        on_it = deployments.get(account.id, [])
+        document = account_document(field.partition(".")[0], account, on_it)
+        current = _stored_document(field, present.get(field))
+        if current is not None and _content(current) == _content(document):
+            if current.revision > account.config_revision:
+                account.config_revision = current.revision  # continue above it next time
+                session.add(account)
+            continue
+        revision = max(account.config_revision, current.revision if current else 0) + 1
+        account.config_revision = revision
+        session.add(account)
+        missing[field] = protocol.encode(
+            msgspec.structs.replace(document, revision=revision, ts_ms=protocol.now_ms())
+        )
+    if not stale and not missing:
+        return False
+    with client.pipeline(transaction=True) as pipe:
+        if stale:
+            pipe.hdel(protocol.ACCOUNTS_KEY, *stale)
+        if missing:
+            pipe.hset(protocol.ACCOUNTS_KEY, mapping=missing)
+        for field in [*stale, *missing]:
+            pipe.publish(protocol.ACCOUNTS_CHANNEL, field)
+        pipe.execute()
+    return True
+
+
+def _stored_document(field: str, value: bytes | None) -> AccountDocument | None:
+    if value is None:
+        return None
+    try:
+        return protocol.decode(value, AccountDocument)
+    except ProtocolError as exc:
+        logger.warning("account document %s in Redis is unreadable (%s): rewritten", field, exc)
+        return None
+
+
+def _content(document: AccountDocument) -> AccountDocument:
+    """The document without its revision and time, to compare what it says."""
+    return msgspec.structs.replace(document, revision=0, ts_ms=0)

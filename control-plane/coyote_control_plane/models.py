@@ -259,6 +259,9 @@ class Account(AccountBase, table=True):
     name: str = Field(max_length=39)
     risk_limits: dict[str, Any] = _json(default_factory=dict)
     """The account's limits, as ``coyote_risk.risk_config_from_mapping`` reads them."""
+    config_revision: int = Field(default=0, sa_type=sa.BigInteger)
+    """The revision of the last account document written to Redis for the executors: a
+    document written after a Redis restart continues above it (see ``flags.sync_accounts``)."""
     created_ms: int = _ms()
 
 

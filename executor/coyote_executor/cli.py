@@ -9,16 +9,18 @@ import signal
 from pathlib import Path
 from typing import Annotated
 
-import hvac
 import redis.asyncio as aioredis
 import typer
 
 from coyote_executor.accounts import load_accounts
 from coyote_executor.brokers import build_brokers
 from coyote_executor.config import Settings
+from coyote_executor.health import health_server
+from coyote_executor.remote_accounts import RemoteAccounts
 from coyote_executor.service import Executor, ExecutorOptions
 from coyote_executor.store import Store
 from coyote_sdk.logs import configure_logging
+from coyote_sdk.vault import vault_client
 
 app = typer.Typer(
     help="The Coyote executor: order intents from Kafka through risk to brokers.",
@@ -81,7 +83,8 @@ async def serve(
 ) -> None:
     """Builds the executor from ``settings`` and runs it until ``stop`` (or SIGINT/SIGTERM
     when no ``stop`` is given); ``ready`` is set once it owns its partitions."""
-    accounts = load_accounts(settings.accounts_file)
+    from_file = settings.accounts_source == "file"
+    accounts = load_accounts(settings.accounts_file) if from_file else {}
     endpoints = settings.stack.endpoints()
     client = aioredis.Redis.from_url(endpoints.redis_url)
     store = Store(settings.database_url)
@@ -90,12 +93,28 @@ async def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-    brokers = build_brokers(
-        accounts,
-        redis=client,
-        vault=hvac.Client(url=endpoints.vault_addr, token=endpoints.vault_token),
-        paper_match_interval_ms=settings.paper_match_interval_ms,
-    )
+    remote: RemoteAccounts | None = None
+    if from_file:
+        brokers = build_brokers(
+            accounts,
+            redis=client,
+            vault=vault_client(settings.stack),
+            paper_match_interval_ms=settings.paper_match_interval_ms,
+        )
+    else:
+        remote = RemoteAccounts(
+            client,
+            vault=vault_client(settings.stack),
+            match=settings.accounts_match,
+            refresh_s=settings.halts_refresh_s,
+            paper_match_interval_ms=settings.paper_match_interval_ms,
+        )
+        found = await remote.initial(stop)
+        if found is None:  # stopped while waiting for the control plane
+            store.close()
+            await client.aclose()
+            return
+        accounts, brokers = found
     executor = Executor(
         accounts,
         brokers=brokers,
@@ -113,12 +132,19 @@ async def serve(
             halts_hold_s=settings.halts_hold_s,
         ),
     )
+    if remote is not None:
+        remote.attach(executor)
     if ready is not None:
         waiter = asyncio.create_task(executor.ready.wait())
         waiter.add_done_callback(lambda _: ready.set())
+    health = health_server(settings, executor.health)
     try:
         await executor.run(stop)
     finally:
+        if remote is not None:
+            await remote.close()
+        if health is not None:
+            health.close()
         store.close()
         await client.aclose()
 

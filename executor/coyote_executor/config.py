@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -18,6 +19,13 @@ class Settings(CoyoteSettings):
     """Where orders and fills are persisted; SQLite is the embedded default."""
     accounts_file: Path = Path("examples/accounts.toml")
     """The trading accounts, their brokers and risk limits (see docs/executor.md)."""
+    accounts_source: Literal["file", "control-plane"] = "file"
+    """Where the accounts and their limits come from: ``accounts_file``, read once at start, or
+    the control plane's account documents in Redis, followed while running (see
+    :mod:`coyote_executor.remote_accounts`)."""
+    accounts_match: str = "*"
+    """With the control plane as source: the account ids this executor serves, a glob such as
+    ``acme.*``."""
     group_id: str = "coyote-executor"
     """Kafka consumer group of the executors; partitions follow accounts."""
     instance_id: str = Field(default_factory=socket.gethostname)
@@ -37,4 +45,11 @@ class Settings(CoyoteSettings):
     empty Redis cannot lift them before the control plane writes them back."""
     paper_match_interval_ms: int = Field(default=100, ge=1)
     """How often the paper broker checks resting orders against the last prices."""
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve ``/healthz``, ``/readyz`` and ``/metrics`` on this port (off when unset; the Helm
+    chart sets it). See :mod:`coyote_executor.health`."""
+    health_host: str = "0.0.0.0"
+    """Address the health server binds to."""
+    health_stale_after_s: float = Field(default=60.0, gt=0)
+    """``/healthz`` fails when the loop has made no progress for this long."""
     stack: StackSettings = Field(default_factory=StackSettings)

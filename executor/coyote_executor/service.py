@@ -36,7 +36,7 @@ import logging
 import time
 import types
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -58,6 +58,7 @@ from coyote_executor.brokers.base import (
     BrokerUnavailable,
     UnknownOrder,
 )
+from coyote_executor.health import ExecutorHealth
 from coyote_executor.orders import Advance, LiveOrder, advance, reject
 from coyote_executor.prices import PriceBook
 from coyote_executor.store import Changes, Store, intent_row
@@ -232,6 +233,13 @@ class Executor:
         """Until then (monotonic), a field missing from the hash is not a lift."""
         self.ready = asyncio.Event()
         """Set once the executor owns its partitions and has recovered their accounts."""
+        self.health = ExecutorHealth()
+        """What the loop says about itself, for the health endpoints (:mod:`.health`)."""
+        self.between_steps: list[Callable[[asyncio.Event], Awaitable[None]]] = []
+        """Called before each step, when nothing is in flight: where accounts and limits from
+        the control plane are applied (:mod:`.remote_accounts`)."""
+        self.config_halts: dict[str, str] = {}
+        """Accounts halted because their configuration is missing or invalid, with why."""
 
     @property
     def halts(self) -> Mapping[str, Halt]:
@@ -276,8 +284,12 @@ class Executor:
             while not stop.is_set():
                 if watcher.done():
                     watcher.result()  # a watcher that died must stop the executor, not blind it
+                for hook in self.between_steps:
+                    await hook(stop)
                 await self._step(stop)
+                self.health.stepped()
         finally:
+            self.health.stopping = True
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
@@ -795,6 +807,7 @@ class Executor:
             len(open_orders),
         )
         await self._reconcile(stop, resubmit=True)
+        self.health.assigned(partitions, len(owned))
         self.ready.set()
 
     async def _reconcile(self, stop: asyncio.Event, *, resubmit: bool = False) -> None:
@@ -970,11 +983,15 @@ class Executor:
 
     def _sync_states(self, account: _Account) -> None:
         """Derives the risk engine's states of ``account`` from their causes: the broker
-        circuit and the kill switches. The causes are kept here, apart, so that lifting one
-        never re-opens a scope that another still halts."""
+        circuit, the kill switches and :attr:`config_halts`. The causes are kept here, apart,
+        so that lifting one never re-opens a scope that another still halts."""
         engine = account.engine
         account_id = account.config.account_id
-        if account.circuit_open or f"account:{account_id}" in self._halts:
+        if (
+            account.circuit_open
+            or account_id in self.config_halts
+            or f"account:{account_id}" in self._halts
+        ):
             engine.set_state(HALTED)
         elif engine.account.state == HALTED:
             # Only a halt is undone: a scope the engine put in REDUCING stays there.
@@ -997,6 +1014,8 @@ class Executor:
         ]
         if account.circuit_open:
             causes.append(f"broker circuit of account {account_id} open")
+        if account_id in self.config_halts:
+            causes.append(f"account {account_id}: {self.config_halts[account_id]}")
         return "halted: " + ("; ".join(causes) or "refused by the risk engine")
 
     # -- prices, publishing, alerts ---------------------------------------------------------
@@ -1047,10 +1066,12 @@ class Executor:
                         await self._producer.send_offsets_to_transaction(
                             offsets, self.options.group_id
                         )
+                self.health.kafka(None)
                 return
             except ProducerFenced:
                 raise
             except KafkaError as exc:
+                self.health.kafka(exc)
                 if stop.is_set():
                     raise
                 log.warning("Kafka transaction failed (%s); retrying in %.1fs", exc, delay)
@@ -1063,7 +1084,9 @@ class Executor:
         delay = 0.2
         while True:
             try:
-                return await asyncio.to_thread(call)
+                result = await asyncio.to_thread(call)
+                self.health.database(None)
+                return result
             except (OperationalError, DBAPIError) as exc:
                 # Outages only (connection lost, server restarting); a constraint or data
                 # error is a bug and must surface, not loop.
@@ -1071,6 +1094,7 @@ class Executor:
                     isinstance(exc, OperationalError) or exc.connection_invalidated
                 ):
                     raise
+                self.health.database(exc)
                 log.error(
                     "database unavailable (%s); holding for %.1fs", exc.__class__.__name__, delay
                 )
@@ -1112,6 +1136,7 @@ class _Rebalance(ConsumerRebalanceListener):
         # nothing in flight to hand over: the next owner rebuilds the state from the database,
         # and so does this executor when its new assignment arrives.
         log.info("partitions revoked: %s", sorted(p.partition for p in revoked))
+        self._executor.health.revoked()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self._executor._assigned = set(assigned)

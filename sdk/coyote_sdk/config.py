@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr, model_validator
@@ -94,6 +94,16 @@ class StackSettings(CoyoteSettings):
     database_url: SecretStr | None = None
     vault_addr: str | None = None
     vault_token: SecretStr | None = None
+    vault_auth: Literal["token", "kubernetes"] = "token"
+    """How to log in to Vault: a static ``vault_token``, or the pod's service-account token
+    through Vault's Kubernetes auth method (see :func:`coyote_sdk.vault.vault_client`)."""
+    vault_kubernetes_role: str | None = None
+    """The Vault role to log in as with the Kubernetes method."""
+    vault_kubernetes_mount: str = "kubernetes"
+    """Where the Kubernetes auth method is mounted in Vault (``auth/<mount>``)."""
+    vault_kubernetes_token_path: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    """The service-account token (a JWT) presented to Vault; re-read at every login, since the
+    kubelet rotates projected tokens in place."""
 
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
@@ -105,9 +115,17 @@ class StackSettings(CoyoteSettings):
 
     @model_validator(mode="after")
     def _external_vault_needs_a_token(self) -> StackSettings:
+        if self.vault_auth == "kubernetes":
+            if not self.vault_kubernetes_role:
+                raise ValueError(
+                    "COYOTE_VAULT_KUBERNETES_ROLE must be set when COYOTE_VAULT_AUTH is "
+                    "'kubernetes' (the Vault role of the Kubernetes auth method to log in as)"
+                )
+            return self
         if self.vault_addr is not None and self.vault_token is None:
             raise ValueError(
-                "COYOTE_VAULT_TOKEN must be set when COYOTE_VAULT_ADDR names an external Vault"
+                "COYOTE_VAULT_TOKEN must be set when COYOTE_VAULT_ADDR names an external Vault "
+                "(or set COYOTE_VAULT_AUTH=kubernetes to log in with the pod's service account)"
             )
         return self
 

@@ -1,8 +1,8 @@
 """Coyote's wire protocol, version 1: the one definition every service imports.
 
-Market data (bars, trades, quotes), order intents, execution reports and bot control flags are
-defined here once, with the Kafka topics and Redis key names that carry them. The module depends
-on nothing but its codec, msgspec, so any process can use it.
+Market data (bars, trades, quotes), order intents, execution reports, bot control flags, kill
+switches and account documents are defined here once, with the Kafka topics and Redis key names
+that carry them. The module depends on nothing but its codec, msgspec, so any process can use it.
 
 On the wire every message is a JSON object with a ``v`` (protocol version) field. Decimal
 quantities and prices travel as strings (``"0.015"``) so that no client ever rounds through a
@@ -493,6 +493,46 @@ class Halt(_Message, frozen=True, kw_only=True):
     ts_ms: TimestampMs
 
 
+Currency = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Z]{3}$", description="An ISO 4217 code, e.g. USD.")
+]
+VaultPath = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9_./-]{1,200}$",
+        description="A path in Vault's KV v2 engine, e.g. coyote/accounts/live-1.",
+    ),
+]
+
+
+class AccountDocument(_Message, frozen=True, kw_only=True):
+    """A trading account as the control plane configures it: its broker, the venue of its
+    prices, its risk limits and its bots' capital. Kept in the Redis hash
+    :data:`ACCOUNTS_KEY`, field the account id; an executor whose accounts come from the
+    control plane trades by it. ``revision`` grows with every change, so a reader can tell a
+    stale copy from a new one."""
+
+    account_id: Identifier
+    revision: Annotated[int, msgspec.Meta(ge=0)]
+    ts_ms: TimestampMs
+    """When this revision was written."""
+    broker: Literal["paper", "alpaca", "oanda"]
+    venue: Identifier
+    """The market data venue of the account's prices."""
+    currency: Currency = "USD"
+    credentials_path: VaultPath | None = None
+    """Where the broker credentials are in Vault (real brokers); never the secret itself."""
+    risk: dict[str, Any] = msgspec.field(default_factory=dict)
+    """The account's limits: a risk document as ``coyote_risk.risk_config_from_mapping`` reads
+    it (sections ``instruments``, ``account``, ``bots``, ``symbols``, ``restricted``)."""
+    deployments: dict[Identifier, Decimal] = msgspec.field(default_factory=dict)
+    """Each bot's capital allocation on the account, by bot id; ``0`` is none given."""
+
+    def __post_init__(self) -> None:
+        for bot_id, capital in self.deployments.items():
+            _require_non_negative(f"deployments.{bot_id}", capital)
+
+
 # -- TOPICS AND KEYS -----------------------------------------------------------------------
 
 
@@ -559,6 +599,13 @@ The control plane rewrites it from its database after a Redis restart."""
 
 HALTS_CHANNEL: Final = f"{KEY_PREFIX}:risk:halts"
 """Redis pub/sub channel announcing a change of :data:`HALTS_KEY` (the field changed)."""
+
+ACCOUNTS_KEY: Final = f"{KEY_PREFIX}:accounts"
+"""Redis hash of the accounts the control plane configures: field the account id, value an
+:class:`AccountDocument`. The control plane rewrites it from its database after a Redis restart."""
+
+ACCOUNTS_CHANNEL: Final = f"{KEY_PREFIX}:accounts"
+"""Redis pub/sub channel announcing a change of :data:`ACCOUNTS_KEY` (the field changed)."""
 
 CONTROL_CHANNEL: Final = f"{KEY_PREFIX}:control"
 """Redis pub/sub channel on which the supervisor announces a changed flag (the bot id)."""
@@ -660,6 +707,7 @@ MESSAGE_TYPES: Final = (
     BotStatus,
     Alert,
     Halt,
+    AccountDocument,
 )
 
 

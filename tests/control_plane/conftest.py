@@ -142,17 +142,20 @@ def control_plane(
     )
     migrate(postgres)
     app = create_app(options, engine=postgres, backend=backend, **_app_options())
-    with serve(app) as url:
-        acme = make_org(url, postgres, f"acme{unique[:8]}")
-        globex = make_org(url, postgres, f"globex{unique[:8]}")
-        try:
+    slugs = [f"acme{unique[:8]}", f"globex{unique[:8]}"]
+    try:
+        with serve(app) as url:
+            acme = make_org(url, postgres, slugs[0])
+            globex = make_org(url, postgres, slugs[1])
             yield ControlPlaneUnderTest(app, url, postgres, unique, acme, globex)
-        finally:
-            _forget_redis_keys(options.stack, [acme.slug, globex.slug])
+    finally:
+        # Once the control plane has stopped: its supervisor would write them again.
+        _forget_redis_keys(options.stack, slugs)
 
 
 def _forget_redis_keys(stack: StackSettings, slugs: list[str]) -> None:
-    """Removes the flags, heartbeats and halts the test's organisations left in Redis."""
+    """Removes the flags, heartbeats, halts and account documents the test's organisations
+    left in Redis."""
     client = redis.Redis.from_url(stack.endpoints().redis_url)
     try:
         for slug in slugs:
@@ -166,6 +169,11 @@ def _forget_redis_keys(stack: StackSettings, slugs: list[str]) -> None:
             ]
             if fields:
                 client.hdel(protocol.HALTS_KEY, *fields)
+            documents = [
+                f for f in client.hkeys(protocol.ACCOUNTS_KEY) if f.decode().startswith(f"{slug}.")
+            ]
+            if documents:
+                client.hdel(protocol.ACCOUNTS_KEY, *documents)
     finally:
         client.close()
 

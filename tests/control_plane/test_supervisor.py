@@ -235,6 +235,37 @@ async def test_flags_come_back_after_a_redis_flush(
     client.close()
 
 
+async def test_account_documents_come_back_after_a_redis_flush(
+    supervised: ControlPlaneUnderTest, endpoints: Endpoints
+) -> None:
+    cp = supervised
+    account_id = f"{cp.acme.slug}.paper"
+    limits = {"account": {"max_order_notional": "1000"}}
+    assert cp.acme.risk.put("/v1/accounts/paper/risk-limits", json=limits).status_code == 200
+    client = redis.Redis.from_url(endpoints.redis_url)
+
+    def stored_raw() -> bytes | None:
+        raw: Any = client.hget(protocol.ACCOUNTS_KEY, account_id)
+        return raw
+
+    def stored() -> protocol.AccountDocument | None:
+        raw = stored_raw()
+        return None if raw is None else protocol.decode(raw, protocol.AccountDocument)
+
+    before = stored()
+    assert before is not None
+    client.hdel(protocol.ACCOUNTS_KEY, account_id)  # what a flush does to it
+    back = await until(stored, what="account document back")
+    client.hset(protocol.ACCOUNTS_KEY, account_id, b"not json")  # and a corrupted one
+    healed = await until(
+        lambda: (found := stored_raw()) != b"not json" and found, what="document rewritten"
+    )
+    client.close()
+
+    assert back.risk == limits and back.revision > before.revision  # not taken for stale
+    assert protocol.decode(healed, protocol.AccountDocument).revision > back.revision
+
+
 async def test_a_new_supervisor_adopts_a_running_runtime(
     supervised: ControlPlaneUnderTest, backend: LocalBackend, tmp_path: Path, endpoints: Endpoints
 ) -> None:

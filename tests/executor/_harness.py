@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from coyote_executor.accounts import accounts_from_mapping
 from coyote_executor.brokers.paper import PaperBroker
+from coyote_executor.remote_accounts import RemoteAccounts
 from coyote_executor.service import Executor, ExecutorOptions
 from coyote_executor.store import Store
 from coyote_sdk import protocol
@@ -92,6 +93,7 @@ class ExecutorHarness:
         self.writer = MarketDataWriter(self.sync_redis, venue=self.venue, publish=False)
         self.store = Store(self.database_url)
         self._tasks: list[tuple[asyncio.Task[None], asyncio.Event]] = []
+        self._remotes: list[RemoteAccounts] = []
         self.executor: Executor | None = None
         self.broker: PaperBroker | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -132,7 +134,34 @@ class ExecutorHarness:
             kafka_bootstrap=self.endpoints.kafka_bootstrap,
             options=self.options,
         )
+        return await self._run(executor, asyncio.Event())
+
+    async def start_remote_executor(self, match: str, **remote: Any) -> Executor:
+        """An executor whose accounts come from the control plane's account documents in Redis
+        (``match``: a glob of the account ids it serves), built as ``coyote-executor run``
+        builds it with ``ACCOUNTS_SOURCE=control-plane``; ``remote`` goes to
+        :class:`RemoteAccounts` (``key``, ``channel`` for a test's own hash)."""
+        client = aioredis.Redis.from_url(self.endpoints.redis_url)
         stop = asyncio.Event()
+        source = RemoteAccounts(
+            client, vault=None, match=match, refresh_s=0.2, paper_match_interval_ms=50, **remote
+        )
+        self._remotes.append(source)
+        found = await asyncio.wait_for(source.initial(stop), 30)
+        assert found is not None
+        accounts, brokers = found
+        executor = Executor(
+            accounts,
+            brokers=brokers,
+            store=self.store,
+            redis=client,
+            kafka_bootstrap=self.endpoints.kafka_bootstrap,
+            options=self.options,
+        )
+        source.attach(executor)
+        return await self._run(executor, stop)
+
+    async def _run(self, executor: Executor, stop: asyncio.Event) -> Executor:
         task = asyncio.create_task(executor.run(stop))
         self._tasks.append((task, stop))
         ready = asyncio.create_task(executor.ready.wait())
@@ -149,6 +178,9 @@ class ExecutorHarness:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, 20)
         self._tasks.clear()
+        for source in self._remotes:
+            await source.close()
+        self._remotes.clear()
 
     async def close(self) -> None:
         await self.stop_executor()

@@ -2,8 +2,8 @@
 
 Each pass, for every deployment, it
 
-1. writes the Redis side of the database (control flags, halts), which also repairs Redis
-   after a restart or a flush;
+1. writes the Redis side of the database (control flags, halts, account documents), which
+   also repairs Redis after a restart or a flush;
 2. looks at the runtime (the backend's process or pod, and its heartbeat in Redis) and records
    what it sees: ``starting``, ``running``, ``paused``, ``stale``, ``crashed``, ``failed``,
    ``stopping``, ``stopped``;
@@ -34,7 +34,7 @@ from sqlmodel import Session, select
 
 from coyote_control_plane import events
 from coyote_control_plane.config import SupervisorSettings
-from coyote_control_plane.flags import active_kill_switches, sync_flag, sync_halts
+from coyote_control_plane.flags import active_kill_switches, sync_accounts, sync_flag, sync_halts
 from coyote_control_plane.models import (
     Account,
     BotVersion,
@@ -169,7 +169,10 @@ class Supervisor:
             redis_up = True
             try:
                 sync_halts(session, self.redis)
+                sync_accounts(session, self.redis)
+                session.commit()  # the account documents' revisions
             except redis.RedisError as exc:
+                session.rollback()
                 redis_up = False
                 logger.warning("Redis unreachable; flags wait for it: %s", exc)
             ids = session.exec(select(Deployment.id)).all()

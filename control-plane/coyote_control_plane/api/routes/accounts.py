@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 from typing import Annotated, Any
 
+import redis
 from fastapi import APIRouter, Body, Path
 from sqlmodel import Session, select
 
 from coyote_control_plane.api.deps import Admin, ContextDep, Reader, RiskOfficer, SessionDep
+from coyote_control_plane.context import ControlPlane
 from coyote_control_plane.errors import conflict, invalid, not_found, responses
-from coyote_control_plane.flags import active_kill_switches, halting, sync_halts
+from coyote_control_plane.flags import active_kill_switches, halting, sync_accounts, sync_halts
 from coyote_control_plane.models import (
     Account,
     AccountCreate,
@@ -19,6 +22,7 @@ from coyote_control_plane.models import (
 )
 from coyote_sdk.protocol import now_ms
 
+logger = logging.getLogger("coyote.control_plane")
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"], responses=responses(401, 403))
 
 AccountName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,38}$")]
@@ -55,6 +59,18 @@ def check_allocation(
         )
 
 
+def push_accounts(session: Session, context: ControlPlane, org_id: int) -> None:
+    """Writes the organisation's account documents to Redis now, so running executors take
+    the change at once; if Redis is down the change is still recorded and the supervisor
+    writes them when Redis is back."""
+    try:
+        sync_accounts(session, context.redis, org_id=org_id)
+        session.commit()
+    except redis.RedisError as exc:
+        session.rollback()
+        logger.warning("account documents not in Redis yet: %s", exc)
+
+
 def account_public(session: Session, slug: str, account: Account) -> AccountPublic:
     switches = active_kill_switches(session, account.org_id)
     return AccountPublic(
@@ -76,7 +92,9 @@ def list_accounts(session: SessionDep, principal: Reader) -> list[AccountPublic]
 
 
 @router.post("", status_code=201, responses=responses(409, 422))
-def create_account(body: AccountCreate, session: SessionDep, principal: Admin) -> AccountPublic:
+def create_account(
+    body: AccountCreate, session: SessionDep, principal: Admin, context: ContextDep
+) -> AccountPublic:
     """Adds a trading account. Its credentials stay in Vault: only their path is kept."""
     if session.exec(
         select(Account).where(Account.org_id == principal.org_id, Account.name == body.name)
@@ -88,6 +106,7 @@ def create_account(body: AccountCreate, session: SessionDep, principal: Admin) -
     session.add(account)
     principal.audit(session, "account.create", f"account/{body.name}", broker=body.broker.value)
     session.commit()
+    push_accounts(session, context, principal.org_id)
     return account_public(session, principal.org_slug, account)
 
 
@@ -106,9 +125,11 @@ def set_risk_limits(
     ],
     session: SessionDep,
     principal: RiskOfficer,
+    context: ContextDep,
 ) -> AccountPublic:
     """Replaces the account's risk limits: a risk document as ``coyote_risk`` reads it
-    (sections ``account``, ``bots``, ``symbols``, ``instruments``, ``restricted``)."""
+    (sections ``account``, ``bots``, ``symbols``, ``instruments``, ``restricted``). Running
+    executors that take their accounts from the control plane apply them at once."""
     from coyote_risk import risk_config_from_mapping
 
     account = find_account(session, principal.org_id, name)
@@ -121,6 +142,7 @@ def set_risk_limits(
     session.add(account)
     principal.audit(session, "account.risk_limits", f"account/{name}", before=before, after=limits)
     session.commit()
+    push_accounts(session, context, principal.org_id)
     return account_public(session, principal.org_slug, account)
 
 
@@ -159,3 +181,4 @@ def delete_account(
     session.delete(account)
     session.commit()
     sync_halts(session, context.redis)
+    push_accounts(session, context, principal.org_id)

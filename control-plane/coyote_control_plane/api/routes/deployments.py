@@ -21,7 +21,7 @@ from coyote_control_plane.api.deps import (
     SessionDep,
     Trader,
 )
-from coyote_control_plane.api.routes.accounts import check_allocation, find_account
+from coyote_control_plane.api.routes.accounts import check_allocation, find_account, push_accounts
 from coyote_control_plane.context import ControlPlane
 from coyote_control_plane.errors import ApiError, conflict, not_found, responses
 from coyote_control_plane.flags import sync_flag
@@ -199,6 +199,7 @@ def create_deployment(
     )
     session.commit()
     _push_flag(session, context, deployment, principal)
+    push_accounts(session, context, principal.org_id)
     return deployment_public(session, deployment, context.redis)
 
 
@@ -427,7 +428,8 @@ def set_capital(
     principal: RiskOfficer,
     context: ContextDep,
 ) -> DeploymentPublic:
-    """Changes the deployment's capital allocation; a running runtime takes it on restart."""
+    """Changes the deployment's capital allocation: the executors enforce it at once (as the
+    bot's capital limit on the account); a running runtime's portfolio takes it on restart."""
     deployment = find_deployment(session, principal.org_id, name)
     account = session.get(Account, deployment.account_id)
     assert account is not None
@@ -443,6 +445,7 @@ def set_capital(
     deployment.updated_ms = now_ms()
     session.add(deployment)
     session.commit()
+    push_accounts(session, context, principal.org_id)
     return deployment_public(session, deployment, context.redis)
 
 
@@ -467,6 +470,7 @@ def delete_deployment(
     principal.audit(session, "deployment.delete", f"deployment/{name}")
     session.delete(deployment)
     session.commit()
+    push_accounts(session, context, principal.org_id)
 
 
 @router.get(

@@ -1,0 +1,124 @@
+"""Accounts through the API: each account's document in Redis follows the account, its limits
+and its deployments' capital, for the executors that take their accounts from the control
+plane."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import redis
+from sqlmodel import Session
+
+from coyote_control_plane.flags import sync_accounts
+from coyote_sdk import protocol
+from coyote_sdk.protocol import AccountDocument
+from tests.control_plane.conftest import (
+    ControlPlaneUnderTest,
+    add_account,
+    buyer_bundle,
+    deploy,
+    push,
+)
+
+pytestmark = pytest.mark.integration
+
+LIMITS = {
+    "instruments": {"EURUSD": {"tick_size": "0.00001"}},
+    "account": {"max_order_notional": "50000", "orders_per_second": 5},
+}
+
+
+@pytest.fixture
+def client(cp: ControlPlaneUnderTest) -> Iterator[redis.Redis]:
+    made = redis.Redis.from_url(cp.app.state.context.endpoints.redis_url)
+    yield made
+    made.close()
+
+
+def document(client: redis.Redis, account_id: str) -> AccountDocument | None:
+    raw: Any = client.hget(protocol.ACCOUNTS_KEY, account_id)
+    return None if raw is None else protocol.decode(raw, AccountDocument)
+
+
+def test_the_document_follows_the_account_its_limits_and_its_deployments_capital(
+    cp: ControlPlaneUnderTest, client: redis.Redis, tmp_path: Path
+) -> None:
+    account_id = f"{cp.acme.slug}.paper"
+    add_account(cp.acme.admin, venue="demo-fx", currency="EUR")
+    created = document(client, account_id)
+    limits = cp.acme.risk.put("/v1/accounts/paper/risk-limits", json=LIMITS)
+    limited = document(client, account_id)
+    push(cp.acme.trader, buyer_bundle(tmp_path))
+    deploy(cp.acme.trader, capital="2500")
+    deployed = document(client, account_id)
+    capital = cp.acme.risk.put("/v1/deployments/buy/capital", json={"capital": "1500"})
+    lowered = document(client, account_id)
+    removed = cp.acme.trader.delete("/v1/deployments/buy")
+    undeployed = document(client, account_id)
+
+    assert created is not None and limited and deployed and lowered and undeployed
+    assert (created.broker, created.venue, created.currency) == ("paper", "demo-fx", "EUR")
+    assert created.risk == {} and created.deployments == {}
+    assert limits.status_code == 200 and limited.risk == LIMITS
+    assert deployed.deployments == {f"{cp.acme.slug}.buy": Decimal(2500)}
+    assert capital.status_code == 200
+    assert lowered.deployments == {f"{cp.acme.slug}.buy": Decimal(1500)}
+    assert removed.status_code == 204 and undeployed.deployments == {}
+    revisions = [d.revision for d in (created, limited, deployed, lowered, undeployed)]
+    assert revisions == sorted(set(revisions))  # every change, a higher revision
+    # Each change is in the audit log, as before.
+    actions = {e["action"] for e in cp.acme.admin.get("/v1/audit").json()}
+    assert {"account.create", "account.risk_limits", "deployment.capital"} <= actions
+    # Another organisation's accounts are not written by acme's changes.
+    assert not any(
+        f.decode().startswith(cp.globex.slug) for f in client.hkeys(protocol.ACCOUNTS_KEY)
+    )
+
+
+def test_deleting_an_account_removes_its_document(
+    cp: ControlPlaneUnderTest, client: redis.Redis
+) -> None:
+    add_account(cp.acme.admin, name="spare")
+    assert document(client, f"{cp.acme.slug}.spare") is not None
+
+    deleted = cp.acme.admin.delete("/v1/accounts/spare")
+
+    assert deleted.status_code == 204
+    assert document(client, f"{cp.acme.slug}.spare") is None
+
+
+def test_an_unreadable_or_newer_stored_document_is_written_above_its_revision(
+    cp: ControlPlaneUnderTest, client: redis.Redis
+) -> None:
+    account_id = f"{cp.acme.slug}.paper"
+    add_account(cp.acme.admin)
+    first = document(client, account_id)
+    assert first is not None
+
+    client.hset(protocol.ACCOUNTS_KEY, account_id, b'{"v": 1, "broken": true}')
+    with Session(cp.engine) as session:
+        rewrote = sync_accounts(session, client)
+        session.commit()
+    healed = document(client, account_id)
+    # The same content with a revision from elsewhere (a database restored from a backup):
+    # kept as it is, and the next change continues above it.
+    assert healed is not None
+    client.hset(
+        protocol.ACCOUNTS_KEY,
+        account_id,
+        protocol.encode(msgspec.structs.replace(healed, revision=90)),
+    )
+    with Session(cp.engine) as session:
+        untouched = sync_accounts(session, client)
+        session.commit()
+    cp.acme.risk.put("/v1/accounts/paper/risk-limits", json=LIMITS)
+    changed = document(client, account_id)
+
+    assert rewrote and healed.revision > first.revision and healed.risk == {}
+    assert not untouched
+    assert changed is not None and changed.revision == 91 and changed.risk == LIMITS
