@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs everything Coyote needs on a fresh Debian 12 machine into this checkout:
-# system packages when missing (PostgreSQL 15, Java 17, Maven; Chromium for the tests), uv, and the workspace's
-# virtual environment (.venv) with all five packages and their Cython extensions built.
+# system packages when missing (PostgreSQL 15, Java 17, Maven; Chromium for the tests), uv, the workspace's
+# virtual environment (.venv) with all five packages and their Cython extensions built, and helm (built with Go
+# from the Go module proxy) for the chart's tests.
 # Idempotent and quiet when there is nothing to do. Used by `make demo` and `make test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 UV_VERSION=0.13.9
+HELM_VERSION=v3.21.4
+# The Kubernetes version helm assumes without a cluster (`helm template`, lint's deprecation checks): that
+# of the client-go it is built with (v0.36 for helm v3.21), as helm's own Makefile sets it.
+HELM_KUBE_MINOR=36
 say() { printf '\033[1m==>\033[0m %s\n' "$*"; }
 
 apt_packages=()
@@ -46,3 +51,23 @@ fi
 
 say "syncing the workspace into .venv (first run downloads wheels and builds Cython)"
 "$UV" sync --all-packages --locked --quiet
+
+# helm, for the chart's lint/template tests (tests/helm). Built from source with `go install` because
+# the Go module proxy is reachable where release downloads may not be; pinned, and skipped when that
+# version is already in .coyote/tools/bin.
+HELM=.coyote/tools/bin/helm
+if ! { [ -x "$HELM" ] && "$HELM" version --template '{{.Version}}' 2>/dev/null | grep -qx "$HELM_VERSION"; }; then
+    GO=$(command -v go || echo /usr/local/go/bin/go)
+    if [ -x "$GO" ]; then
+        say "installing helm $HELM_VERSION into .coyote/tools/bin (go install; first run takes a few minutes)"
+        GOBIN="$PWD/.coyote/tools/bin" CGO_ENABLED=0 "$GO" install \
+            -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
+                -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
+                -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$HELM_KUBE_MINOR \
+                -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 \
+                -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$HELM_KUBE_MINOR" \
+            "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    else
+        echo "no Go toolchain found: helm not installed, the chart's tests will be skipped" >&2
+    fi
+fi

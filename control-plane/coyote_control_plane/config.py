@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from coyote_reports import ReportsSettings
@@ -37,7 +37,35 @@ class SupervisorSettings(BaseModel):
     local_cpu_seconds: int | None = Field(default=None, ge=1)
     """CPU time of each local runtime process over its life; unlimited by default."""
     kubernetes_namespace: str | None = None
+    """Where the Kubernetes backend runs the bots; the control plane's own namespace if unset."""
     kubernetes_image: str = "ghcr.io/coyote/coyote-bot:latest"
+    """The bot runtime image (``coyote-sdk`` on its ``PATH``, a numeric non-root user)."""
+    kubernetes_service_account: str | None = None
+    """The bot pods' service account; without one they run as the namespace's default account
+    and get no API token."""
+    kubernetes_resources: dict[str, Any] | None = None
+    """The bot container's ``resources`` as Kubernetes takes them, e.g. (JSON in the
+    environment) ``{"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory":
+    "512Mi"}}``; without them the namespace's LimitRange applies."""
+    kubernetes_image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = "IfNotPresent"
+
+    @field_validator("kubernetes_resources")
+    @classmethod
+    def _resources_shape(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        unknown = sorted(set(value) - {"requests", "limits", "claims"})
+        if unknown:
+            raise ValueError(
+                f"kubernetes_resources takes 'requests', 'limits' and 'claims', got {unknown[0]!r}"
+            )
+        for key in ("requests", "limits"):
+            if not isinstance(value.get(key, {}), dict):
+                raise ValueError(
+                    f"kubernetes_resources.{key} must map resource names to quantities, "
+                    f'e.g. {{"cpu": "100m", "memory": "256Mi"}}'
+                )
+        return value
 
 
 class Settings(CoyoteSettings):

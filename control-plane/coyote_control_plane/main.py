@@ -66,10 +66,14 @@ def make_backend(settings: Settings, endpoints: Endpoints) -> RuntimeBackend | N
     if chosen == "kubernetes":
         from coyote_control_plane.supervisor.kubernetes import KubernetesBackend
 
+        supervisor = settings.supervisor
         return KubernetesBackend.in_cluster(
-            image=settings.supervisor.kubernetes_image,
-            namespace=settings.supervisor.kubernetes_namespace,
+            image=supervisor.kubernetes_image,
+            namespace=supervisor.kubernetes_namespace,
             env=runtime_env(endpoints),
+            service_account=supervisor.kubernetes_service_account,
+            resources=supervisor.kubernetes_resources,
+            image_pull_policy=supervisor.kubernetes_image_pull_policy,
         )
     limits = ProcessLimits(
         memory_mb=settings.supervisor.local_memory_mb,

@@ -431,7 +431,7 @@ def test_launch_with_a_service_account_names_it_and_mounts_its_token(
 
     pod_spec = body_of(create.calls.last.request)["spec"]["template"]["spec"]
     assert pod_spec["serviceAccountName"] == "coyote-bot"
-    assert pod_spec["automountServiceAccountToken"] is True
+    assert pod_spec["automountServiceAccountToken"] is False  # bot code gets no API token
     assert pod_spec["containers"][0]["imagePullPolicy"] == "Always"
     assert "resources" not in pod_spec["containers"][0]
     assert pod_spec["containers"][0]["env"] == []

@@ -604,9 +604,10 @@ class KubernetesBackend(RuntimeBackend):
             "restartPolicy": "Always",
             "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
             "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-            # Bot code is the user's: it gets no API token unless a service account is asked
-            # for, and no environment variables for every Service of the namespace.
-            "automountServiceAccountToken": self.service_account is not None,
+            # Bot code is the user's: it never gets a Kubernetes API token (a named service
+            # account serves cloud identity or image pull secrets, not the API), nor
+            # environment variables for every Service of the namespace.
+            "automountServiceAccountToken": False,
             "enableServiceLinks": False,
         }
         if self.service_account is not None:
