@@ -265,6 +265,94 @@ class ControlPlaneClient:
         """The organisation's bots, with their latest version."""
         return self._json("GET", "/v1/bots")
 
+    def versions(self, bot: str) -> list[dict[str, Any]]:
+        """A bot's versions, oldest first, each with its bundle digest and parameters schema."""
+        return self._json("GET", f"/v1/bots/{_segment(bot)}/versions")
+
+    def releases(self, bot: str) -> list[dict[str, Any]]:
+        """A bot's releases, oldest first: version, parameters and risk profile of each."""
+        return self._json("GET", f"/v1/bots/{_segment(bot)}/releases")
+
+    def create_release(
+        self,
+        bot: str,
+        *,
+        version: int | None = None,
+        params: Mapping[str, Any] | None = None,
+        risk_profile: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Makes a release of a bot version with parameters and a risk profile.
+
+        Releases are content-addressed: the same content again answers the existing release.
+
+        Returns:
+            The release, and whether it is new.
+        """
+        body: dict[str, Any] = {
+            "params": dict(params or {}),
+            "risk_profile": dict(risk_profile or {}),
+        }
+        if version is not None:
+            body["version"] = version
+        response = self._request("POST", f"/v1/bots/{_segment(bot)}/releases", json=body)
+        return _decoded(response), response.status_code == 201
+
+    # -- accounts ----------------------------------------------------------------------------
+
+    def accounts(self) -> list[dict[str, Any]]:
+        """The organisation's trading accounts, with their risk limits and allocated capital."""
+        return self._json("GET", "/v1/accounts")
+
+    def account(self, name: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/accounts/{_segment(name)}")
+
+    def create_account(
+        self,
+        name: str,
+        *,
+        broker: str,
+        venue: str,
+        currency: str = "USD",
+        credentials_path: str | None = None,
+        capital: str | None = None,
+    ) -> dict[str, Any]:
+        """Adds a trading account (admin). Its broker credentials stay in Vault: only their
+        path is given.
+
+        Args:
+            name: The account's name.
+            broker: ``paper``, ``alpaca`` or ``oanda``.
+            venue: The market-data venue of its prices.
+            currency: Its base currency.
+            credentials_path: The Vault KV v2 path of the broker credentials.
+            capital: What its deployments may be allocated in total, a decimal string.
+        """
+        body: dict[str, Any] = {
+            "name": name,
+            "broker": broker,
+            "venue": venue,
+            "currency": currency,
+        }
+        if credentials_path is not None:
+            body["credentials_path"] = credentials_path
+        if capital is not None:
+            body["capital"] = str(capital)
+        return self._json("POST", "/v1/accounts", json=body)
+
+    def set_risk_limits(self, name: str, limits: Mapping[str, Any]) -> dict[str, Any]:
+        """Replaces an account's risk limits (risk role): a risk document (docs/risk.md)."""
+        return self._json("PUT", f"/v1/accounts/{_segment(name)}/risk-limits", json=dict(limits))
+
+    def set_account_capital(self, name: str, capital: str) -> dict[str, Any]:
+        """Sets the capital an account's deployments may be allocated in total (risk role)."""
+        return self._json(
+            "PUT", f"/v1/accounts/{_segment(name)}/capital", json={"capital": str(capital)}
+        )
+
+    def delete_account(self, name: str) -> None:
+        """Removes an account no deployment trades (admin)."""
+        self._request("DELETE", f"/v1/accounts/{_segment(name)}")
+
     # -- deployments -------------------------------------------------------------------------
 
     def deploy(
@@ -276,6 +364,7 @@ class ControlPlaneClient:
         release: int | None = None,
         version: int | None = None,
         params: Mapping[str, Any] | None = None,
+        risk_profile: Mapping[str, Any] | None = None,
         capital: str | int | None = None,
         start: bool = False,
     ) -> dict[str, Any]:
@@ -288,6 +377,8 @@ class ControlPlaneClient:
             release: An existing release of the bot; not with ``version`` or ``params``.
             version: The bot version to make a release of; the latest by default.
             params: The bot's parameters, checked against its schema by the server.
+            risk_profile: The bot's own limits on the account (a ``[bots.<id>]`` section of
+                a risk document); part of the release.
             capital: The deployment's capital allocation, a decimal string.
             start: Start it at once.
 
@@ -301,6 +392,8 @@ class ControlPlaneClient:
             body["version"] = version
         if params is not None:
             body["params"] = dict(params)
+        if risk_profile is not None:
+            body["risk_profile"] = dict(risk_profile)
         if capital is not None:
             body["capital"] = str(capital)
         return self._json("POST", "/v1/deployments", json=body)
@@ -344,6 +437,22 @@ class ControlPlaneClient:
             f"/v1/deployments/{_segment(name)}/rollback",
             json=None if release is None else {"release": release},
         )
+
+    def promote(self, name: str, release: int) -> dict[str, Any]:
+        """Moves a deployment to another release of its bot; a running runtime restarts on it."""
+        return self._json(
+            "POST", f"/v1/deployments/{_segment(name)}/promote", json={"release": release}
+        )
+
+    def set_deployment_capital(self, name: str, capital: str) -> dict[str, Any]:
+        """Changes a deployment's capital allocation (risk role)."""
+        return self._json(
+            "PUT", f"/v1/deployments/{_segment(name)}/capital", json={"capital": str(capital)}
+        )
+
+    def delete_deployment(self, name: str) -> None:
+        """Removes a stopped deployment (its releases and audit entries stay)."""
+        self._request("DELETE", f"/v1/deployments/{_segment(name)}")
 
     def logs(self, name: str, tail: int = 200) -> str:
         """The last ``tail`` lines of the deployment's runtime log."""

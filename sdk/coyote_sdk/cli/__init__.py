@@ -9,7 +9,7 @@ import typer
 from coyote_sdk._version import __version__
 
 # Importing the command modules registers their commands on the apps.
-from coyote_sdk.cli import backtest, dev, feeds, live, platform, projects, protocol  # noqa: F401
+from coyote_sdk.cli import backtest, dev, feeds, flow, live, platform, projects, protocol  # noqa: F401
 from coyote_sdk.cli._common import app, console
 
 
