@@ -23,6 +23,7 @@ from coyote_control_plane.api.routes import (
     health,
     reports,
     risk,
+    signing,
     users,
     webhooks,
 )
@@ -177,6 +178,7 @@ def create_app(
         event_routes,
         webhooks,
         reports,
+        signing,
     ):
         app.include_router(module.router)
     app.include_router(dashboard.router)  # the web dashboard at / and /ui/, not in the schema

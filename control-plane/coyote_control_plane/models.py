@@ -323,6 +323,9 @@ class BotVersion(SQLModel, table=True):
     size: int
     pushed_by: str = Field(max_length=300)
     pushed_ms: int = _ms()
+    signature: str | None = Field(default=None, max_length=200)
+    """The organisation's signature of the digest (``coyote_sdk.signing``), when pushed with
+    one; the runtime checks it against the organisation's keys before loading."""
 
 
 class BotVersionPublic(SQLModel):
@@ -338,6 +341,8 @@ class BotVersionPublic(SQLModel):
     sdk_version: str
     pushed_by: str
     pushed_ms: int
+    signed_by: str | None = None
+    """The id of the signing key whose signature the version carries, if any."""
     created: bool = False
     """False when the same bundle had been pushed before: its existing version is answered."""
 
@@ -535,6 +540,38 @@ class WebhookFormat(enum.StrEnum):
     """The event as JSON, signed with HMAC-SHA256 in ``X-Coyote-Signature``."""
     SLACK = "slack"
     TELEGRAM = "telegram"
+
+
+class SigningKeyCreate(SQLModel):
+    public_key: str = Field(max_length=100)
+    """``ed25519:<base64>``, as ``coyote-sdk signing new`` prints it."""
+    name: str = Field(min_length=1, max_length=100)
+
+
+class SigningKey(SQLModel, table=True):
+    """A public key whose signatures the organisation's bundles must carry (any one of its
+    unrevoked keys); none registered, no signature needed."""
+
+    __tablename__ = "signing_keys"
+    __table_args__ = (sa.UniqueConstraint("org_id", "key_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organizations.id", index=True)
+    key_id: str = Field(max_length=16)
+    public_key: str = Field(max_length=100)
+    name: str = Field(max_length=100)
+    created_by: str = Field(max_length=300)
+    created_ms: int = _ms()
+    revoked_ms: int | None = Field(default=None, sa_type=sa.BigInteger)
+
+
+class SigningKeyPublic(SQLModel):
+    key_id: str
+    public_key: str
+    name: str
+    created_by: str
+    created_ms: int
+    revoked_ms: int | None
 
 
 class WebhookBase(SQLModel):

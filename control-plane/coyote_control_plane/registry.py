@@ -24,8 +24,9 @@ from coyote_control_plane.models import (
     BundleBlob,
     Release,
     ReleasePublic,
+    SigningKey,
 )
-from coyote_sdk import bundles
+from coyote_sdk import bundles, signing
 from coyote_sdk.protocol import now_ms
 
 
@@ -66,13 +67,19 @@ def push(
     data: bytes,
     expected_digest: str | None,
     actor: str,
+    signature: str | None = None,
 ) -> tuple[BotVersion, bool]:
     """Verifies and stores a bundle as the next version of bot ``name`` (made if new).
+
+    When the organisation has signing keys, the bundle must come with a ``signature`` of its
+    digest by one of them; pushing a known bundle again with a valid signature attaches the
+    signature to its version (a version pushed before the keys were registered).
 
     Returns the version and whether it is new. The caller commits.
 
     Raises:
-        ApiError: 422 ``bundle.invalid`` saying what is wrong with the bundle.
+        ApiError: 422 ``bundle.invalid`` saying what is wrong with the bundle;
+            ``bundle.unsigned`` or ``bundle.bad_signature``.
     """
     try:
         manifest = bundles.verify_bundle(data, expected_digest=expected_digest)
@@ -85,6 +92,20 @@ def push(
             field="name",
         )
     digest = bundles.digest_of(data)
+    if signing_required(session, org_id):
+        if signature is None:
+            raise invalid(
+                "bundle.unsigned",
+                "this organisation runs signed bundles only: push with a signing key "
+                "(coyote-sdk push --sign-key KEY.pem)",
+                field="X-Bundle-Signature",
+            )
+        try:
+            signing.verify_signature(digest, signature, trusted_keys(session, org_id))
+        except signing.SignatureError as exc:
+            raise invalid("bundle.bad_signature", str(exc), field="X-Bundle-Signature") from exc
+    else:
+        signature = None  # nothing to check it against: not kept
     bot = session.exec(select(Bot).where(Bot.org_id == org_id, Bot.name == name)).first()
     if bot is None:
         bot = Bot(org_id=org_id, name=name, created_ms=now_ms(), created_by=actor)
@@ -95,6 +116,10 @@ def push(
             select(BotVersion).where(BotVersion.bot_id == bot.id, BotVersion.digest == digest)
         ).first()
         if existing is not None:
+            if signature is not None and existing.signature != signature:
+                existing.signature = signature
+                session.add(existing)
+                session.flush()
             return existing, False
     if session.get(BundleBlob, digest) is None:
         session.add(BundleBlob(digest=digest, data=data, size=len(data)))
@@ -109,10 +134,29 @@ def push(
         size=len(data),
         pushed_by=actor,
         pushed_ms=now_ms(),
+        signature=signature,
     )
     session.add(version)
     session.flush()
     return version, True
+
+
+def signing_required(session: Session, org_id: int) -> bool:
+    """Whether the organisation runs signed bundles only: it has signing keys, revoked or not
+    (revoking every key leaves nothing trusted, it does not turn signing off)."""
+    key = session.exec(select(SigningKey.id).where(SigningKey.org_id == org_id)).first()
+    return key is not None
+
+
+def trusted_keys(session: Session, org_id: int) -> list[str]:
+    """The public keys of the organisation's unrevoked signing keys."""
+    return list(
+        session.exec(
+            select(SigningKey.public_key).where(
+                SigningKey.org_id == org_id, col(SigningKey.revoked_ms).is_(None)
+            )
+        )
+    )
 
 
 def version_public(bot: Bot, version: BotVersion, *, created: bool = False) -> BotVersionPublic:
@@ -130,6 +174,7 @@ def version_public(bot: Bot, version: BotVersion, *, created: bool = False) -> B
         sdk_version=manifest["sdk_version"],
         pushed_by=version.pushed_by,
         pushed_ms=version.pushed_ms,
+        signed_by=version.signature.split(":")[1] if version.signature else None,
         created=created,
     )
 

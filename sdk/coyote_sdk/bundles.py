@@ -24,7 +24,7 @@ import re
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -34,6 +34,7 @@ import msgspec
 from coyote_sdk._version import __version__
 from coyote_sdk.bot import Bot
 from coyote_sdk.loading import BotLoadError, load_bot_class
+from coyote_sdk.signing import SignatureError, verify_signature
 
 BUNDLE_FORMAT: Final = 1
 MAX_BUNDLE_BYTES: Final = 50 * 1024 * 1024
@@ -322,10 +323,37 @@ def _read_members(data: bytes) -> dict[str, bytes]:
     return members
 
 
-def load_bundle(data: bytes, *, expected_digest: str | None = None) -> type[Bot]:
+def load_bundle(
+    data: bytes,
+    *,
+    expected_digest: str | None = None,
+    signature: str | None = None,
+    trusted_keys: Sequence[str] = (),
+    require_signature: bool = False,
+) -> type[Bot]:
     """Verifies a bundle and imports its bot class. For the bot runtime only: this runs the
-    bundle's code."""
+    bundle's code.
+
+    Args:
+        expected_digest: The digest the bundle must have.
+        signature: The organisation's signature of the digest (:mod:`coyote_sdk.signing`).
+        trusted_keys: Public keys; when given, the bundle loads only with a ``signature`` by
+            one of them.
+        require_signature: Refuse the bundle without a valid signature even when no key is
+            trusted (an organisation whose keys are all revoked).
+
+    Raises:
+        BundleError: A bad bundle, another digest, or a missing or wrong signature; no code
+            of the bundle has run then.
+    """
     manifest = verify_bundle(data, expected_digest=expected_digest)
+    if trusted_keys or require_signature:
+        if signature is None:
+            raise BundleError("the bundle is not signed, and signed bundles are required")
+        try:
+            verify_signature(digest_of(data), signature, trusted_keys)
+        except SignatureError as exc:
+            raise BundleError(f"bad signature: {exc}") from exc
     members = _read_members(data)
     entry_file, _, class_name = manifest.entry_point.partition(":")
     if entry_file == "bot.pkl":

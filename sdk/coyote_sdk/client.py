@@ -224,6 +224,7 @@ class ControlPlaneClient:
         *,
         name: str | None = None,
         bot_class: str | None = None,
+        signing_key: bytes | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Uploads a bot as its next version.
 
@@ -234,6 +235,8 @@ class ControlPlaneClient:
             name: The bot's name on the platform; by default the file's (see
                 :func:`~coyote_sdk.bundles.build_bundle`). A bundle carries its own name.
             bot_class: The bot class, if the file defines several.
+            signing_key: A private key (PEM) to sign the bundle's digest with; required once
+                the organisation has registered signing keys (see :mod:`coyote_sdk.signing`).
 
         Returns:
             The version, and whether it is new: pushing a bundle that was pushed before
@@ -253,13 +256,32 @@ class ControlPlaneClient:
         )
         if name is not None and name != built.manifest.name:
             raise BundleError(f"the bundle is named {built.manifest.name!r}, not {name!r}")
+        headers = {"Content-Type": "application/gzip", "X-Bundle-Digest": built.digest}
+        if signing_key is not None:
+            from coyote_sdk.signing import sign_digest
+
+            headers["X-Bundle-Signature"] = sign_digest(signing_key, built.digest)
         response = self._request(
             "POST",
             f"/v1/bots/{_segment(built.manifest.name)}/versions",
             content=built.data,
-            headers={"Content-Type": "application/gzip", "X-Bundle-Digest": built.digest},
+            headers=headers,
         )
         return _decoded(response), response.status_code == 201
+
+    def signing_keys(self) -> list[dict[str, Any]]:
+        """The organisation's bundle signing keys, revoked ones included."""
+        return list(self._json("GET", "/v1/signing-keys"))
+
+    def add_signing_key(self, public_key: str, *, name: str) -> dict[str, Any]:
+        """Registers a public key: from then on every push must be signed (admin)."""
+        return dict(
+            self._json("POST", "/v1/signing-keys", json={"public_key": public_key, "name": name})
+        )
+
+    def revoke_signing_key(self, key_id: str) -> dict[str, Any]:
+        """Revokes a key: bundles signed only by it no longer push or launch (admin)."""
+        return dict(self._json("DELETE", f"/v1/signing-keys/{_segment(key_id)}"))
 
     def bots(self) -> list[dict[str, Any]]:
         """The organisation's bots, with their latest version."""

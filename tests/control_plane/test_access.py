@@ -16,6 +16,7 @@ import pytest
 
 from coyote_control_plane.models import Role
 from coyote_control_plane.security import GRANTS, Permission
+from coyote_sdk.signing import new_private_key, public_key_of
 from tests.control_plane.conftest import (
     ROLES,
     ControlPlaneUnderTest,
@@ -28,6 +29,8 @@ from tests.control_plane.conftest import (
 pytestmark = pytest.mark.integration
 
 P = Permission
+NEW_SIGNING_KEY = public_key_of(new_private_key())
+SPARE_SIGNING_KEY = public_key_of(new_private_key())
 # (method, path, body, permission, names an acme resource)
 ROUTES: list[tuple[str, str, Any, Permission | None, bool]] = [
     ("GET", "/v1/auth/me", None, P.READ, False),
@@ -108,6 +111,9 @@ ROUTES: list[tuple[str, str, Any, Permission | None, bool]] = [
     ("GET", "/v1/reports/metrics", None, P.READ, False),
     ("GET", "/v1/reports/rejections", None, P.READ, False),
     ("GET", "/v1/reports/statement?period=day&date=2026-11-02", None, P.READ, False),
+    ("GET", "/v1/signing-keys", None, P.READ, False),
+    ("POST", "/v1/signing-keys", {"public_key": NEW_SIGNING_KEY, "name": "k"}, P.ADMIN, False),
+    ("DELETE", "/v1/signing-keys/{signing_key}", None, P.ADMIN, True),
 ]
 # Routes outside the matrix: public ones, and the event stream (it never ends; its role
 # check is the same dependency, tested in test_events).
@@ -136,7 +142,11 @@ def world(cp: ControlPlaneUnderTest, tmp_path: Path) -> dict[str, Any]:
         "/v1/kill-switches", json={"scope": "account", "target": "spare", "reason": "r"}
     ).json()
     spare_key = admin.post("/v1/api-keys", json={"name": "spare"}).json()["prefix"]
+    signing_key = admin.post(
+        "/v1/signing-keys", json={"public_key": SPARE_SIGNING_KEY, "name": "spare"}
+    ).json()["key_id"]
     return {
+        "signing_key": signing_key,
         "viewer_id": next(u["id"] for u in users if u["role"] == "viewer"),
         "webhook_id": hook["id"],
         "switch_id": switch["id"],

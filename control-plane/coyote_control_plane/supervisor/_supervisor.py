@@ -46,6 +46,7 @@ from coyote_control_plane.models import (
     Release,
     RuntimeStatus,
 )
+from coyote_control_plane.registry import signing_required, trusted_keys
 from coyote_control_plane.supervisor.backends import BackendError, RuntimeBackend, RuntimeSpec
 from coyote_sdk import protocol
 from coyote_sdk.control import read_status
@@ -378,6 +379,9 @@ class Supervisor:
             params=release.params,
             capital=deployment.capital,
             release=release.content_hash,
+            signature=version.signature,
+            trusted_keys=tuple(trusted_keys(session, org.id)),  # type: ignore[arg-type]
+            require_signature=signing_required(session, org.id),  # type: ignore[arg-type]
         )
         deployment.runtime_ref = self.backend.launch(spec)
         deployment.next_start_ms = None

@@ -31,6 +31,11 @@ class RuntimeSpec:
         params: The bot's parameters, validated against the bundle's schema.
         capital: Its capital allocation (decimal text).
         release: The release's content hash, reported in its heartbeat.
+        signature: The version's signature, if it has one.
+        trusted_keys: The organisation's unrevoked signing keys.
+        require_signature: Whether the organisation runs signed bundles only (it has signing
+            keys, revoked or not): the runtime then loads the bundle only with a
+            ``signature`` by one of ``trusted_keys``.
     """
 
     runtime_id: str
@@ -41,6 +46,9 @@ class RuntimeSpec:
     params: dict[str, Any]
     capital: str
     release: str
+    signature: str | None = None
+    trusted_keys: tuple[str, ...] = ()
+    require_signature: bool = False
 
     def command_args(self, bundle_path: str) -> list[str]:
         """The ``coyote-sdk run`` arguments that launch this runtime from ``bundle_path``."""
@@ -62,6 +70,9 @@ class RuntimeSpec:
             "--release",
             self.release,
             "--no-init-flag",
+            *(["--signature", self.signature] if self.signature else []),
+            *(arg for key in self.trusted_keys for arg in ("--trusted-key", key)),
+            *(["--require-signature"] if self.require_signature else []),
         ]
 
 

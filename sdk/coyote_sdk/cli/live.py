@@ -53,6 +53,16 @@ def run(
     params_json: Annotated[
         str | None, typer.Option(help="Parameters as one JSON object (what the supervisor passes).")
     ] = None,
+    signature: Annotated[
+        str | None, typer.Option(help="The bundle's signature (ed25519:<key id>:<base64>).")
+    ] = None,
+    trusted_key: Annotated[
+        list[str] | None,
+        typer.Option(help="A public key the bundle's signature must be by; repeatable."),
+    ] = None,
+    require_signature: Annotated[
+        bool, typer.Option(help="Refuse the bundle unless signed by a --trusted-key.")
+    ] = False,
     limit_memory_mb: Annotated[
         int | None, typer.Option(help="Cap the process's address space (MiB) before loading.")
     ] = None,
@@ -92,7 +102,13 @@ def run(
         # First, before any bot code: the limits bind the bundle's module code too.
         ProcessLimits(limit_memory_mb, limit_open_files, limit_cpu_seconds).apply()
         if bot_file.name.endswith((".tar.gz", ".tgz")) or digest is not None:
-            bot_class = load_bundle(bot_file.read_bytes(), expected_digest=digest)
+            bot_class = load_bundle(
+                bot_file.read_bytes(),
+                expected_digest=digest,
+                signature=signature,
+                trusted_keys=trusted_key or (),
+                require_signature=require_signature,
+            )
         else:
             bot_class = load_bot_class(bot_file, bot_name)
         params: dict[str, object] = dict(parse_params(param or []))

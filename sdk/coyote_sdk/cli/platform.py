@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 bots_app = typer.Typer(help="Bots pushed to the control plane.", no_args_is_help=True)
 app.add_typer(bots_app, name="bots")
+signing_app = typer.Typer(
+    help="Bundle signing keys: once registered, every push must be signed.", no_args_is_help=True
+)
+app.add_typer(signing_app, name="signing")
 
 DeploymentArg = Annotated[str, typer.Argument(help="The deployment's name.")]
 ReasonOpt = Annotated[str | None, typer.Option(help="Why; kept in the audit log.")]
@@ -237,6 +241,13 @@ def push(
     bot_name: Annotated[
         str | None, typer.Option("--bot", help="The bot class, if the file has several.")
     ] = None,
+    sign_key: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="COYOTE_SIGNING_KEY",
+            help="Sign the bundle with this private key (made by `coyote-sdk signing new`).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Bundle a bot and upload it as its next version.
@@ -244,14 +255,20 @@ def push(
     The bot is checked before anything is sent: a syntax error or a missing bot class exits 2.
     Pushing the same code again changes nothing and says so.
 
-    Example: `coyote-sdk push bots/sma_cross.py --name sma`
+    Example: `coyote-sdk push bots/sma_cross.py --name sma --sign-key ~/.coyote/signing.pem`
     """
     from coyote_sdk.bundles import BundleError
+    from coyote_sdk.signing import SignatureError
 
+    try:
+        key = sign_key.read_bytes() if sign_key is not None else None
+    except OSError as exc:
+        report_error(f"cannot read the signing key: {exc}")
+        raise typer.Exit(2) from exc
     with _api() as api:
         try:
-            version, created = api.push(bot_file, name=name, bot_class=bot_name)
-        except BundleError as exc:
+            version, created = api.push(bot_file, name=name, bot_class=bot_name, signing_key=key)
+        except (BundleError, SignatureError) as exc:
             report_error(exc)
             raise typer.Exit(2) from exc
     if as_json:
@@ -264,6 +281,85 @@ def push(
         else f"unchanged: {what} [dim]({escape(version['digest'])})[/dim]",
         highlight=False,
     )
+
+
+@signing_app.command("new")
+def signing_new(
+    out: Annotated[Path, typer.Option(help="Where to write the private key (PEM, mode 600).")],
+) -> None:
+    """Make a signing key pair: the private key into a file, the public key printed.
+
+    Register the public key with `coyote-sdk signing register` (admin); then push with
+    `--sign-key FILE`. Keep the file secret: whoever has it can sign bots for your organisation.
+
+    Example: `coyote-sdk signing new --out ~/.coyote/signing.pem`
+    """
+    import os
+
+    from coyote_sdk.signing import new_private_key, public_key_of
+
+    if out.exists():
+        report_error(f"{out} exists; not overwriting a key")
+        raise typer.Exit(2)
+    pem = new_private_key()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(pem)
+    print(public_key_of(pem))
+
+
+@signing_app.command("register")
+def signing_register(
+    public_key: Annotated[str, typer.Argument(help="The public key, ed25519:<base64>.")],
+    name: Annotated[str, typer.Option(help="Whose key it is, e.g. ci or alice.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a public key with the control plane (admin): from now on, pushes are signed.
+
+    Example: `coyote-sdk signing register ed25519:q1... --name ci`
+    """
+    with _api() as api:
+        key = api.add_signing_key(public_key, name=name)
+    if as_json:
+        _print_json(key)
+        return
+    console.print(f"registered key {escape(key['key_id'])} ({escape(key['name'])})")
+
+
+@signing_app.command("list")
+def signing_list(as_json: JsonOpt = False) -> None:
+    """The organisation's signing keys.
+
+    Example: `coyote-sdk signing list`
+    """
+    with _api() as api:
+        keys = api.signing_keys()
+    if as_json:
+        _print_json(keys)
+        return
+    if not keys:
+        console.print("no signing keys: bundles need no signature")
+        return
+    table = Table("id", "name", "created by", "revoked")
+    for key in keys:
+        table.add_row(
+            key["key_id"], key["name"], key["created_by"], "yes" if key["revoked_ms"] else ""
+        )
+    console.print(table)
+
+
+@signing_app.command("revoke")
+def signing_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (16 hex digits).")],
+) -> None:
+    """Revoke a signing key (admin): bundles signed only by it no longer push or launch.
+
+    Example: `coyote-sdk signing revoke 3f2a9c0d11e4b7a5`
+    """
+    with _api() as api:
+        api.revoke_signing_key(key_id)
+    console.print(f"revoked key {escape(key_id)}")
 
 
 @bots_app.command("list")

@@ -91,6 +91,14 @@ async def push_version(
             description="The bundle's digest as the client computed it; checked on arrival.",
         ),
     ] = None,
+    x_bundle_signature: Annotated[
+        str | None,
+        Header(
+            max_length=200,
+            description="``ed25519:<key id>:<base64>``: the digest signed by one of the "
+            "organisation's signing keys; required once it has any.",
+        ),
+    ] = None,
 ) -> BotVersionPublic:
     """Uploads a bundle as the bot's next version (``coyote-sdk push``).
 
@@ -125,6 +133,7 @@ async def push_version(
                         data=data,
                         expected_digest=x_bundle_digest,
                         actor=principal.actor,
+                        signature=x_bundle_signature,
                     )
                     bot = session.get(Bot, version.bot_id)
                     assert bot is not None
