@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from aiokafka.partitioner import DefaultPartitioner
 
+from coyote_executor._follow import follow_hash
 from coyote_executor.accounts import BROKERS, AccountConfig
 from coyote_executor.brokers import build_brokers
 from coyote_executor.brokers.base import Broker
@@ -278,28 +279,14 @@ class RemoteAccounts:
     async def _watch(self, stop: asyncio.Event) -> None:
         """Follows the hash: a change announced on the channel is read at once, and the whole
         hash again every ``refresh_s``."""
-        while not stop.is_set():
-            pubsub = self._redis.pubsub()
-            try:
-                await pubsub.subscribe(self._channel)
-                while not stop.is_set():
-                    # Read after (re)subscribing too: a change made while not subscribed is
-                    # announced to nobody.
-                    await self._refresh()
-                    deadline = time.monotonic() + self._refresh_s
-                    while (left := deadline - time.monotonic()) > 0:
-                        message = await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=left
-                        )
-                        if message is not None:
-                            break  # the message names one field; the hash is read whole
-            except (aioredis.RedisError, OSError) as exc:
-                self._lost(exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._refresh_s)
-            finally:
-                with contextlib.suppress(aioredis.RedisError, OSError):
-                    await pubsub.aclose()
+        await follow_hash(
+            self._redis,
+            self._channel,
+            refresh_s=self._refresh_s,
+            read=self._refresh,
+            lost=self._lost,
+            stop=stop,
+        )
 
     # -- applying, between steps -----------------------------------------------------------
 

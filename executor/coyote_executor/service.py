@@ -49,6 +49,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from coyote_executor._dedupe import RecentIds
 from coyote_executor._failpoints import failpoint
+from coyote_executor._follow import follow_hash
 from coyote_executor.accounts import AccountConfig
 from coyote_executor.brokers.base import (
     Broker,
@@ -865,29 +866,14 @@ class Executor:
         once, and the whole hash again every ``halts_refresh_s`` for a missed message or a
         Redis that restarted empty (the control plane writes it again). While Redis is
         unreachable the last known kill switches stay in force."""
-        interval = self.options.halts_refresh_s
-        while not stop.is_set():
-            pubsub = self._redis.pubsub()
-            try:
-                await pubsub.subscribe(HALTS_CHANNEL)
-                while not stop.is_set():
-                    # Read after (re)subscribing too: a change made while not subscribed is
-                    # announced to nobody.
-                    await self._read_halts()
-                    deadline = time.monotonic() + interval
-                    while (left := deadline - time.monotonic()) > 0:
-                        message = await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=left
-                        )
-                        if message is not None:
-                            break  # the message names one field; the hash is read whole
-            except (aioredis.RedisError, OSError) as exc:
-                self._redis_lost(exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), interval)
-            finally:
-                with contextlib.suppress(aioredis.RedisError, OSError):
-                    await pubsub.aclose()
+        await follow_hash(
+            self._redis,
+            HALTS_CHANNEL,
+            refresh_s=self.options.halts_refresh_s,
+            read=self._read_halts,
+            lost=self._redis_lost,
+            stop=stop,
+        )
 
     def _redis_lost(self, error: Exception) -> None:
         if not self._halts_unreachable:
