@@ -312,7 +312,9 @@ class Executor:
         await self._handle_updates(stop)
         if time.monotonic() - self._last_reconcile >= self.options.reconcile_interval_s:
             self._last_reconcile = time.monotonic()
-            await self._reconcile(stop)
+            # Orders whose submission failed (broker unreachable) are sent again if the broker
+            # never saw them; left pending_new they would never get an answer.
+            await self._reconcile(stop, resubmit=True)
 
     # -- intents ---------------------------------------------------------------------------
 
@@ -609,7 +611,8 @@ class Executor:
                 states = await account.broker.submit_many([_broker_order(o) for o in group])
             except BrokerError as exc:
                 # The outcome is unknown: the orders stay pending_new and reconciliation asks
-                # the broker about them by client order id; none is ever sent again blindly.
+                # the broker about them by client order id, sending again only those it never
+                # saw; none is ever sent again blindly.
                 self._broker_failed(account, exc)
                 continue
             account.failures = 0
@@ -815,7 +818,9 @@ class Executor:
         """Compares every open order with its broker and applies what changed.
 
         With ``resubmit``, a ``pending_new`` order the broker has never seen is sent now: it
-        was recorded but the executor stopped before sending it.
+        was recorded but the executor stopped before sending it, or its submission failed
+        before it reached the broker. Brokers are idempotent on the client order id, so an
+        order the broker does know is never placed twice.
         """
         changes = Changes(with_offsets=False)
         now = now_ms()

@@ -10,8 +10,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 import sqlalchemy as sa
 
+from coyote_executor.brokers.base import BrokerOrder, BrokerOrderState, BrokerUnavailable
+from coyote_executor.brokers.paper import PaperBroker, PaperSettings
 from coyote_executor.models import Balance, Fill, Intent, Order
 from coyote_sdk import protocol
 from coyote_sdk.config import Endpoints
@@ -24,6 +27,7 @@ from coyote_sdk.protocol import (
     TimeInForce,
 )
 from tests.executor._harness import ExecutorHarness, risk_section
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -342,3 +346,74 @@ async def test_a_replace_moves_the_risk_reservation_to_the_new_quantity(
         assert by_order[fits.intent_id].exec_type is ExecType.ACCEPTED
     finally:
         await harness.close()
+
+
+async def test_an_order_whose_submission_failed_is_sent_by_the_next_reconciliation(
+    ex: ExecutorHarness,
+) -> None:
+    broker = ex.broker
+    assert broker is not None
+    submit_many = broker.submit_many
+    calls: list[int] = []
+
+    async def unavailable_once(orders: list[BrokerOrder]) -> list[BrokerOrderState]:
+        calls.append(len(orders))
+        if len(calls) == 1:
+            raise BrokerUnavailable("the venue is down")
+        return await submit_many(orders)
+
+    broker.submit_many = unavailable_once
+    order = ex.order()
+    await ex.send(order)
+
+    reports = (await ex.terminal_reports([order.intent_id]))[order.intent_id]
+
+    assert reports[-1].order_status is OrderStatus.FILLED
+    assert calls == [1, 1]
+    submissions = ex.sync_redis.hgetall(broker.submissions_key(ex.account))
+    assert submissions == {str(order.intent_id).encode(): b"1"}
+
+
+async def test_an_order_the_broker_took_but_whose_answer_was_lost_is_not_sent_again(
+    ex: ExecutorHarness,
+) -> None:
+    broker = ex.broker
+    assert broker is not None
+    submit_many = broker.submit_many
+    calls: list[int] = []
+
+    async def answer_lost_once(orders: list[BrokerOrder]) -> list[BrokerOrderState]:
+        calls.append(len(orders))
+        states = await submit_many(orders)
+        if len(calls) == 1:
+            raise BrokerUnavailable("HTTP 502 after the venue took the order")
+        return states
+
+    broker.submit_many = answer_lost_once
+    order = ex.order()
+    await ex.send(order)
+
+    reports = (await ex.terminal_reports([order.intent_id]))[order.intent_id]
+
+    assert reports[-1].order_status is OrderStatus.FILLED
+    assert len([r for r in reports if r.order_status.is_terminal]) == 1
+    assert calls == [1]  # reconciliation found it by its client order id
+    submissions = ex.sync_redis.hgetall(broker.submissions_key(ex.account))
+    assert submissions == {str(order.intent_id).encode(): b"1"}
+
+
+async def test_the_paper_venue_unreachable_is_a_broker_outage_not_a_crash() -> None:
+    (port,) = free_ports(1)  # nothing listens there
+    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=1)
+    broker = PaperBroker(client, {"a": PaperSettings(venue="v")})
+    order = BrokerOrder("c1", "a", "EURUSD", Side.BUY, Decimal(1))
+    try:
+        with pytest.raises(BrokerUnavailable, match="paper venue unreachable"):
+            await broker.submit_many([order])
+        with pytest.raises(BrokerUnavailable, match="paper venue unreachable"):
+            await broker.lookup("a", "c1")
+        with pytest.raises(BrokerUnavailable, match="paper venue unreachable"):
+            await broker.cancel("a", "c1")
+        assert await broker.open_orders("a") == []
+    finally:
+        await client.aclose()

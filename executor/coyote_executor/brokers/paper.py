@@ -20,17 +20,19 @@ import contextlib
 import dataclasses
 import inspect
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from decimal import Decimal
 
 import msgspec
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from coyote_executor.brokers.base import (
     Broker,
     BrokerFill,
     BrokerOrder,
     BrokerOrderState,
+    BrokerUnavailable,
     UnknownOrder,
     UpdateListener,
 )
@@ -131,6 +133,17 @@ def _key(account_id: str, part: str) -> str:
     return f"coyote:paper:{account_id}:{part}"
 
 
+@contextlib.asynccontextmanager
+async def _venue_reachable(call: str) -> AsyncIterator[None]:
+    """Redis is the paper venue: when it cannot be reached, the venue is unavailable. The
+    executor handles that like any broker outage (the order stays in flight and is reconciled
+    by its client order id) instead of stopping on an exception it does not expect."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        raise BrokerUnavailable(f"paper venue unreachable ({call}): {exc}") from exc
+
+
 class PaperBroker(Broker):
     """A simulated broker for the accounts in ``accounts``.
 
@@ -195,7 +208,7 @@ class PaperBroker(Broker):
             return []
         for order in orders:
             self._settings(order.account_id)
-        async with self._lock:
+        async with self._lock, _venue_reachable("submit"):
             pipe = self._client.pipeline(transaction=False)
             for order in orders:
                 pipe.hget(_key(order.account_id, "orders"), order.client_order_id)
@@ -226,7 +239,13 @@ class PaperBroker(Broker):
                 seen[order.client_order_id] = paper
                 self._queue_save(pipe, paper, submission=True)
                 states.append(paper.state())
-            await pipe.execute()
+            try:
+                await pipe.execute()
+            except BaseException:
+                # Not (known to be) at the venue: the matcher must not fill them from memory.
+                for paper in seen.values():
+                    self._open[paper.account_id].pop(paper.client_order_id, None)
+                raise
             return states
 
     def _accept(
@@ -262,7 +281,7 @@ class PaperBroker(Broker):
         return paper
 
     async def cancel(self, account_id: str, client_order_id: str) -> BrokerOrderState:
-        async with self._lock:
+        async with self._lock, _venue_reachable("cancel"):
             paper = await self._load(account_id, client_order_id)
             if not paper.status.is_terminal:
                 paper.status = OrderStatus.CANCELED
@@ -279,7 +298,7 @@ class PaperBroker(Broker):
         limit_price: Decimal | None = None,
         stop_price: Decimal | None = None,
     ) -> BrokerOrderState:
-        async with self._lock:
+        async with self._lock, _venue_reachable("replace"):
             paper = await self._load(account_id, client_order_id)
             if paper.status.is_terminal:
                 return paper.state()
@@ -301,7 +320,8 @@ class PaperBroker(Broker):
             return paper.state()
 
     async def lookup(self, account_id: str, client_order_id: str) -> BrokerOrderState | None:
-        blob = await self._client.hget(_key(account_id, "orders"), client_order_id)
+        async with _venue_reachable("lookup"):
+            blob = await self._client.hget(_key(account_id, "orders"), client_order_id)
         return None if blob is None else _decode(blob).state()
 
     async def open_orders(self, account_id: str) -> list[BrokerOrderState]:
@@ -309,11 +329,12 @@ class PaperBroker(Broker):
 
     async def positions(self, account_id: str) -> dict[str, Decimal]:
         held: dict[str, Decimal] = {}
-        async for _, blob in self._client.hscan_iter(_key(account_id, "orders")):
-            order = _decode(blob)
-            signed = order.filled if order.side is Side.BUY else -order.filled
-            if signed:
-                held[order.symbol] = held.get(order.symbol, ZERO) + signed
+        async with _venue_reachable("positions"):
+            async for _, blob in self._client.hscan_iter(_key(account_id, "orders")):
+                order = _decode(blob)
+                signed = order.filled if order.side is Side.BUY else -order.filled
+                if signed:
+                    held[order.symbol] = held.get(order.symbol, ZERO) + signed
         return held
 
     # -- matching --------------------------------------------------------------------------
