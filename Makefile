@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install up down status lint format bench clean
+.PHONY: demo test test-faults install up down status lint format bench clean
 
 ## demo: install, start the local stack, run the main job (DEMO_SECONDS=N stops after N s)
 demo: install
@@ -14,6 +14,13 @@ test:
 	@COYOTE_BROWSER_TESTS=1 scripts/bootstrap.sh
 	$(BIN)/coyote-sdk dev up
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## test-faults: only the fault-injection tests (tests/faults, marker `faults`): they run their own
+## private Kafka, Redis and PostgreSQL, kill them and the executor, and write their figures to
+## .coyote/test-artifacts/faults/ (see docs/reliability.md). `make test` runs them too.
+test-faults:
+	@scripts/bootstrap.sh
+	$(BIN)/pytest -m faults $(PYTEST_ARGS)
 
 install:
 	@scripts/bootstrap.sh

@@ -1,7 +1,11 @@
 """Runs an executor as its own process, for the tests that kill it.
 
 Usage: python -m tests.faults._executor_process CONFIG_JSON
-(keys: accounts_file, database_url, group_id, intents_topic, reports_topic, dead_letter_topic).
+
+Keys: ``accounts_file``, ``database_url``, ``group_id``; optional ``kafka_bootstrap`` and
+``redis_url`` (a private stack's; the environment's stack otherwise), ``intents_topic``,
+``reports_topic``, ``dead_letter_topic`` (the protocol's topics otherwise), ``instance_id``,
+``reconcile_interval_s``. A failpoint is armed with ``COYOTE_EXECUTOR_FAILPOINT``.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import asyncio
 import json
 import signal
 import sys
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -21,24 +26,31 @@ from coyote_sdk.config import StackSettings
 from coyote_sdk.logs import configure_logging
 
 
-async def main(config: dict[str, str]) -> None:
+async def main(config: dict[str, Any]) -> None:
     endpoints = StackSettings().endpoints()
     accounts = load_accounts(config["accounts_file"])
-    client = aioredis.Redis.from_url(endpoints.redis_url)
+    client = aioredis.Redis.from_url(config.get("redis_url") or endpoints.redis_url)
     broker = PaperBroker(client, {a: c.paper for a, c in accounts.items() if c.paper is not None})
+    topics = {
+        name: config[name]
+        for name in ("intents_topic", "reports_topic", "dead_letter_topic")
+        if name in config
+    }
     executor = Executor(
         accounts,
         brokers=dict.fromkeys(accounts, broker),
         store=Store(config["database_url"]),
         redis=client,
-        kafka_bootstrap=endpoints.kafka_bootstrap,
+        kafka_bootstrap=config.get("kafka_bootstrap") or endpoints.kafka_bootstrap,
         options=ExecutorOptions(
             group_id=config["group_id"],
-            instance_id="crash-test",
-            intents_topic=config["intents_topic"],
-            reports_topic=config["reports_topic"],
-            dead_letter_topic=config["dead_letter_topic"],
-            reconcile_interval_s=1.0,
+            instance_id=config.get("instance_id", "crash-test"),
+            **topics,
+            **(
+                {"reconcile_interval_s": float(config["reconcile_interval_s"])}
+                if "reconcile_interval_s" in config
+                else {}
+            ),
         ),
     )
     stop = asyncio.Event()
