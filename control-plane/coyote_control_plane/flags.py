@@ -145,17 +145,7 @@ def sync_halts(session: Session, client: redis.Redis) -> bool:
         if field not in wanted and field.partition(":")[2].partition(".")[0] in ours
     ]
     missing: dict[Any, Any] = {f: v for f, v in wanted.items() if present.get(f) != v}
-    if not stale and not missing:
-        return False
-    with client.pipeline(transaction=True) as pipe:
-        if stale:
-            pipe.hdel(protocol.HALTS_KEY, *stale)
-        if missing:
-            pipe.hset(protocol.HALTS_KEY, mapping=missing)
-        for field in [*stale, *missing]:
-            pipe.publish(protocol.HALTS_CHANNEL, field)
-        pipe.execute()
-    return True
+    return _write_hash(client, protocol.HALTS_KEY, protocol.HALTS_CHANNEL, stale, missing)
 
 
 def account_document(
@@ -223,17 +213,7 @@ def sync_accounts(session: Session, client: redis.Redis, *, org_id: int | None =
         missing[field] = protocol.encode(
             msgspec.structs.replace(document, revision=revision, ts_ms=protocol.now_ms())
         )
-    if not stale and not missing:
-        return False
-    with client.pipeline(transaction=True) as pipe:
-        if stale:
-            pipe.hdel(protocol.ACCOUNTS_KEY, *stale)
-        if missing:
-            pipe.hset(protocol.ACCOUNTS_KEY, mapping=missing)
-        for field in [*stale, *missing]:
-            pipe.publish(protocol.ACCOUNTS_CHANNEL, field)
-        pipe.execute()
-    return True
+    return _write_hash(client, protocol.ACCOUNTS_KEY, protocol.ACCOUNTS_CHANNEL, stale, missing)
 
 
 def _stored_document(field: str, value: bytes | None) -> AccountDocument | None:
@@ -249,3 +229,22 @@ def _stored_document(field: str, value: bytes | None) -> AccountDocument | None:
 def _content(document: AccountDocument) -> AccountDocument:
     """The document without its revision and time, to compare what it says."""
     return msgspec.structs.replace(document, revision=0, ts_ms=0)
+
+
+def _write_hash(
+    client: redis.Redis, key: str, channel: str, stale: list[str], missing: dict[Any, Any]
+) -> bool:
+    """Deletes ``stale`` fields and writes ``missing`` ones of the hash ``key`` in one
+    transaction, announcing each field on ``channel`` (the executors follow it); answers
+    whether anything changed."""
+    if not stale and not missing:
+        return False
+    with client.pipeline(transaction=True) as pipe:
+        if stale:
+            pipe.hdel(key, *stale)
+        if missing:
+            pipe.hset(key, mapping=missing)
+        for field in [*stale, *missing]:
+            pipe.publish(channel, field)
+        pipe.execute()
+    return True
