@@ -93,6 +93,7 @@ def accounts_from_mapping(data: Mapping[str, Any]) -> dict[str, AccountConfig]:
 _FIELDS = {"broker", "venue", "currency", "credentials", "paper", "risk", "options"}
 _PAPER_DECIMALS = ("slippage_bps", "fee_bps", "liquidity")
 _PAPER_INTS = ("latency_ms", "max_price_age_ms")
+_PAPER_RATES = ("error_rate", "lost_answer_rate")
 
 
 def _account(account_id: str, spec: Any) -> AccountConfig:
@@ -137,7 +138,7 @@ def _account(account_id: str, spec: Any) -> AccountConfig:
 def _paper(where: str, venue: str, spec: Any) -> PaperSettings:
     if not isinstance(spec, Mapping):
         raise ValueError(f"{where}.paper must be a table")
-    known = set(_PAPER_DECIMALS) | set(_PAPER_INTS)
+    known = set(_PAPER_DECIMALS) | set(_PAPER_INTS) | set(_PAPER_RATES)
     values: dict[str, Any] = {"venue": venue}
     for name, value in spec.items():
         if name not in known:
@@ -145,7 +146,10 @@ def _paper(where: str, venue: str, spec: Any) -> PaperSettings:
                 f"{where}.paper.{name} is not a setting; expected one of {sorted(known)}"
             )
         try:
-            values[name] = Decimal(str(value)) if name in _PAPER_DECIMALS else int(value)
+            if name in _PAPER_DECIMALS:
+                values[name] = Decimal(str(value))
+            else:
+                values[name] = float(value) if name in _PAPER_RATES else int(value)
         except (InvalidOperation, ValueError, TypeError) as exc:
             raise ValueError(f"{where}.paper.{name}: {value!r} is not a number") from exc
     try:

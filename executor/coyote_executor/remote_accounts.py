@@ -47,7 +47,7 @@ from coyote_executor.accounts import BROKERS, AccountConfig
 from coyote_executor.brokers import build_brokers
 from coyote_executor.brokers.base import Broker
 from coyote_executor.brokers.paper import PaperSettings
-from coyote_risk import Limits, RiskEngine, risk_config_from_mapping
+from coyote_risk import Limits, risk_config_from_mapping
 from coyote_sdk import protocol
 from coyote_sdk.protocol import (
     ACCOUNTS_CHANNEL,
@@ -412,8 +412,6 @@ class RemoteAccounts:
     async def _own(self, executor: Executor, account_id: str, stop: asyncio.Event) -> bool:
         """Takes a new account on if its intents' partition is this executor's, as a
         rebalance would: its risk state and open orders from the database."""
-        from coyote_executor.service import _SIDE, _Account
-
         consumer = executor._consumer
         if consumer is None or executor._assigned is not None:
             return False  # the coming take-over includes it
@@ -425,25 +423,7 @@ class RemoteAccounts:
             or DefaultPartitioner()(account_id.encode(), partitions, partitions) not in owned
         ):
             return False
-        config = executor._configs[account_id]
-        engine = RiskEngine(config.risk, now_ms())
-        account = _Account(config, executor._brokers[account_id], engine)
-        store = executor._store
-        positions = await executor._durably(functools.partial(store.positions, account_id), stop)
-        for position in positions:
-            slot = engine.slot(position.bot_id, position.symbol)
-            if slot is not None:
-                slot.book(float(position.quantity))
-        open_orders = await executor._durably(lambda: store.open_orders([account_id]), stop)
-        for order in open_orders:
-            executor._orders[str(order.order_id)] = order
-            slot = engine.slot(order.intent.bot_id, order.intent.symbol)
-            if slot is not None:
-                slot.reserve(
-                    _SIDE[order.intent.side], float(order.quantity - order.filled_quantity)
-                )
-        executor._sync_states(account)
-        executor._accounts[account_id] = account
+        await executor.own_account(account_id, stop)
         return True
 
     def _halt(self, executor: Executor, account_id: str, reason: str) -> None:

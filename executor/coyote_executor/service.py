@@ -52,6 +52,7 @@ from coyote_executor._failpoints import failpoint
 from coyote_executor._follow import follow_hash
 from coyote_executor.accounts import AccountConfig
 from coyote_executor.brokers.base import (
+    ZERO,
     Broker,
     BrokerError,
     BrokerOrder,
@@ -142,8 +143,20 @@ class _Account:
     engine: RiskEngine
     failures: int = 0
     circuit_open: bool = False
-    """The broker circuit tripped; one of the two causes of an account halt, the other being
-    a kill switch (see :meth:`Executor._sync_states`)."""
+    """The broker circuit tripped: the account is halted until a reconciliation pass gets
+    through to the broker again (see :meth:`Executor._sync_states` for every cause of a halt).
+    """
+    reconciled: bool = False
+    """A reconciliation pass has compared the account with its broker since this executor took
+    it on. Until then the account is halted: what is open at the broker is not known (fail
+    closed)."""
+    unknown_orders: set[str] = dataclasses.field(default_factory=set)
+    """Client order ids open at the broker that this executor has no open order for, already
+    alerted."""
+    drift: dict[str, tuple[Decimal, Decimal]] = dataclasses.field(default_factory=dict)
+    """Positions that differed from the broker's at the last pass, by symbol: (ours, theirs)."""
+    drift_alerted: dict[str, tuple[Decimal, Decimal]] = dataclasses.field(default_factory=dict)
+    """The differences alerted, by symbol; a symbol is forgotten once it agrees again."""
     halted_bots: set[str] = dataclasses.field(default_factory=set)
     """Bots this executor halted in :attr:`engine` for their kill switches."""
 
@@ -766,7 +779,7 @@ class Executor:
 
     async def _take_over(self, assigned: set[TopicPartition], stop: asyncio.Event) -> None:
         """Loads the risk state and open orders of the accounts on ``assigned`` partitions and
-        reconciles their in-flight orders with the brokers."""
+        reconciles them with their brokers."""
         partitions = sorted(p.partition for p in assigned)
         all_partitions = list(range(INTENTS_TOPIC.partitions))
         if self._consumer is not None:
@@ -782,72 +795,196 @@ class Executor:
         self._accounts = {}
         self._orders = {}
         for account_id in owned:
-            config = self._configs[account_id]
-            engine = RiskEngine(config.risk, now_ms())
-            account = _Account(config, self._brokers[account_id], engine)
-            positions = await self._durably(
-                functools.partial(self._store.positions, account_id), stop
-            )
-            for position in positions:
-                slot = engine.slot(position.bot_id, position.symbol)
-                if slot is not None:
-                    slot.book(float(position.quantity))
-            self._sync_states(account)
-            self._accounts[account_id] = account
-        open_orders = await self._durably(lambda: self._store.open_orders(owned), stop)
-        for order in open_orders:
-            self._orders[str(order.order_id)] = order
-            slot = self._accounts[order.intent.account_id].engine.slot(
-                order.intent.bot_id, order.intent.symbol
-            )
-            if slot is not None:
-                slot.reserve(
-                    _SIDE[order.intent.side], float(order.quantity - order.filled_quantity)
-                )
+            await self.own_account(account_id, stop)
         log.info(
             "owning partitions %s: %d accounts, %d open orders",
             partitions,
             len(owned),
-            len(open_orders),
+            len(self._orders),
         )
         await self._reconcile(stop, resubmit=True)
         self.health.assigned(partitions, len(owned))
         self.ready.set()
 
+    async def own_account(self, account_id: str, stop: asyncio.Event) -> None:
+        """Takes ``account_id`` on: its risk state from its positions and open orders in the
+        database. It stays halted until the next reconciliation pass has compared it with its
+        broker (the caller runs one, or lets :meth:`_step` run it next)."""
+        config = self._configs[account_id]
+        engine = RiskEngine(config.risk, now_ms())
+        account = _Account(config, self._brokers[account_id], engine)
+        positions = await self._durably(functools.partial(self._store.positions, account_id), stop)
+        for position in positions:
+            slot = engine.slot(position.bot_id, position.symbol)
+            if slot is not None:
+                slot.book(float(position.quantity))
+        open_orders = await self._durably(lambda: self._store.open_orders([account_id]), stop)
+        for order in open_orders:
+            self._orders[str(order.order_id)] = order
+            slot = engine.slot(order.intent.bot_id, order.intent.symbol)
+            if slot is not None:
+                slot.reserve(
+                    _SIDE[order.intent.side], float(order.quantity - order.filled_quantity)
+                )
+        self._sync_states(account)
+        self._accounts[account_id] = account
+        self._last_reconcile = 0.0  # reconcile it at the next step, not an interval later
+
     async def _reconcile(self, stop: asyncio.Event, *, resubmit: bool = False) -> None:
-        """Compares every open order with its broker and applies what changed.
+        """Compares every owned account with its broker — open orders, then positions — and
+        applies what changed.
 
         With ``resubmit``, a ``pending_new`` order the broker has never seen is sent now: it
         was recorded but the executor stopped before sending it, or its submission failed
         before it reached the broker. Brokers are idempotent on the client order id, so an
         order the broker does know is never placed twice.
+
+        A pass that gets through to an account's broker lifts the halts that only a broker
+        could: the account not yet reconciled since it was taken on, and its broker circuit.
         """
         changes = Changes(with_offsets=False)
         now = now_ms()
-        for account in self._accounts.values():
-            account_id = account.config.account_id
-            orders = [o for o in list(self._orders.values()) if o.intent.account_id == account_id]
-            if not orders:
-                continue
+        answered: list[_Account] = []
+        for account in list(self._accounts.values()):
             try:
-                # One call answers for the orders still open at the broker; only the others
-                # (ended there, or never sent) are looked up one by one.
-                working = {
-                    s.client_order_id: s for s in await account.broker.open_orders(account_id)
-                }
-                for order in orders:
-                    key = str(order.order_id)
-                    state = working.get(key) or await account.broker.lookup(account_id, key)
-                    if state is None and order.status is OrderStatus.PENDING_NEW and resubmit:
-                        state = await account.broker.submit(_broker_order(order))
-                    if state is not None:
-                        self._advance(order, state, changes, now)
+                await self._reconcile_orders(account, changes, now, resubmit=resubmit)
             except BrokerError as exc:
-                self._broker_failed(account, exc)
+                self._reconcile_failed(account, exc)
                 continue
-            account.failures = 0
+            answered.append(account)
         await self._durably(lambda: self._store.apply(changes), stop)
         await self._publish_outbox(stop)
+        for account in answered:
+            self._broker_answered(account)
+            await self._compare_positions(account, stop)
+
+    async def _reconcile_orders(
+        self, account: _Account, changes: Changes, now: int, *, resubmit: bool
+    ) -> None:
+        account_id = account.config.account_id
+        # One call answers for the orders still open at the broker; only the others (ended
+        # there, or never sent) are looked up one by one.
+        working = {s.client_order_id: s for s in await account.broker.open_orders(account_id)}
+        max_age = self.options.max_intent_age_ms
+        unsent: list[LiveOrder] = []
+        for order in [o for o in list(self._orders.values()) if o.intent.account_id == account_id]:
+            key = str(order.order_id)
+            state = working.pop(key, None) or await account.broker.lookup(account_id, key)
+            if state is not None:
+                self._advance(order, state, changes, now)
+            elif order.status is OrderStatus.PENDING_NEW and resubmit:
+                age = now - order.intent.ts_ms
+                if max_age is None or age <= max_age:
+                    unsent.append(order)
+                    continue
+                # The broker never saw it, and the market it was meant for has moved on: the
+                # same rule as for an intent that arrives late.
+                expired = BrokerOrderState(
+                    key,
+                    OrderStatus.REJECTED,
+                    order.quantity,
+                    reject_code="intent.expired",
+                    reject_reason=f"never reached the broker and is now {age} ms old; "
+                    f"orders older than {max_age} ms are not sent",
+                )
+                self._advance(order, expired, changes, now)
+        if unsent:
+            states = await account.broker.submit_many([_broker_order(o) for o in unsent])
+            for order, state in zip(unsent, states, strict=True):
+                self._advance(order, state, changes, now)
+        self._flag_unknown_orders(account, working.values())
+
+    def _flag_unknown_orders(self, account: _Account, working: Iterable[BrokerOrderState]) -> None:
+        """Alerts once about each order open at the broker that is not an open order here:
+        placed by hand or by another system on the same account, or ended in our records
+        while the broker still works it. It is left alone: cancelling what we do not know
+        could do more harm than flagging it."""
+        account_id = account.config.account_id
+        for state in working:
+            if state.client_order_id in account.unknown_orders:
+                continue
+            account.unknown_orders.add(state.client_order_id)
+            self._alert(
+                "warning",
+                "broker.unknown_order",
+                f"account {account_id}: the broker works order {state.client_order_id} "
+                f"({state.status}, {state.filled_quantity}/{state.quantity} filled) that is not "
+                "an open order of this executor",
+                account_id=account_id,
+            )
+
+    async def _compare_positions(self, account: _Account, stop: asyncio.Event) -> None:
+        """Alerts when the account's positions differ from the broker's on two passes in a row
+        (one pass may catch a fill the broker has booked and we are about to)."""
+        account_id = account.config.account_id
+        try:
+            theirs = await account.broker.positions(account_id)
+        except BrokerError as exc:
+            log.warning("account %s: broker positions unavailable: %s", account_id, exc)
+            return
+        ours: dict[str, Decimal] = {}
+        for position in await self._durably(
+            functools.partial(self._store.positions, account_id), stop
+        ):
+            ours[position.symbol] = ours.get(position.symbol, ZERO) + position.quantity
+        drift = {
+            symbol: (ours.get(symbol, ZERO), theirs.get(symbol, ZERO))
+            for symbol in ours.keys() | theirs.keys()
+            if ours.get(symbol, ZERO) != theirs.get(symbol, ZERO)
+        }
+        for symbol, (mine, broker) in sorted(drift.items()):
+            if account.drift.get(symbol) != (mine, broker):
+                continue  # new: confirmed or gone at the next pass
+            if account.drift_alerted.get(symbol) == (mine, broker):
+                continue
+            account.drift_alerted[symbol] = (mine, broker)
+            self._alert(
+                "critical",
+                "broker.position_drift",
+                f"account {account_id}: position in {symbol} is {mine} in our records (the sum "
+                f"of its fills) but {broker} at the broker",
+                account_id=account_id,
+            )
+        for symbol in sorted(account.drift_alerted.keys() - drift.keys()):
+            del account.drift_alerted[symbol]
+            self._alert(
+                "info",
+                "broker.position_drift_resolved",
+                f"account {account_id}: position in {symbol} agrees with the broker again "
+                f"({ours.get(symbol, ZERO)})",
+                account_id=account_id,
+            )
+        account.drift = drift
+
+    def _reconcile_failed(self, account: _Account, error: BrokerError) -> None:
+        self._broker_failed(account, error)
+        if not account.reconciled and account.failures == 1:
+            self._alert(
+                "critical",
+                "broker.reconcile_failed",
+                f"account {account.config.account_id} could not be reconciled with its broker "
+                f"({error}); it stays halted until it is",
+                account_id=account.config.account_id,
+            )
+
+    def _broker_answered(self, account: _Account) -> None:
+        """A reconciliation pass got through: the broker is reachable and the account's orders
+        are known, so the halts that only the broker could lift are lifted."""
+        account_id = account.config.account_id
+        account.failures = 0
+        if account.reconciled and not account.circuit_open:
+            return
+        was_open, account.circuit_open = account.circuit_open, False
+        account.reconciled = True
+        self._sync_states(account)
+        if was_open:
+            self._alert(
+                "info",
+                "broker.circuit_closed",
+                f"account {account_id}: the broker answers again and its orders are reconciled; "
+                "the account trades again",
+                account_id=account_id,
+            )
 
     # -- kill switches ---------------------------------------------------------------------
 
@@ -980,6 +1117,7 @@ class Executor:
         account_id = account.config.account_id
         if (
             account.circuit_open
+            or not account.reconciled
             or account_id in self.config_halts
             or f"account:{account_id}" in self._halts
         ):
@@ -1005,6 +1143,8 @@ class Executor:
         ]
         if account.circuit_open:
             causes.append(f"broker circuit of account {account_id} open")
+        elif not account.reconciled:
+            causes.append(f"account {account_id} not yet reconciled with its broker")
         if account_id in self.config_halts:
             causes.append(f"account {account_id}: {self.config_halts[account_id]}")
         return "halted: " + ("; ".join(causes) or "refused by the risk engine")

@@ -290,6 +290,7 @@ def _offline(sink: _AlertSink) -> tuple[Executor, _Account]:
     )
     config = accounts["acct"]
     account = _Account(config, broker, RiskEngine(config.risk, protocol.now_ms()))
+    account.reconciled = True  # as after the take-over's reconciliation
     executor._accounts["acct"] = account
     executor._set_halts({})  # the first read: nothing in force
     return executor, account

@@ -7,6 +7,11 @@ execution exceeds it, so large orders fill in parts over successive price update
 it can now and cancels the rest; FOK fills entirely or is cancelled; DAY orders expire when the
 UTC day changes. Fees are charged in basis points of notional; a latency can be simulated.
 
+For rehearsing outages, the venue can also fail like a real one (``error_rate``: a submission
+refused with a server error before the venue took it; ``lost_answer_rate``: the venue took the
+order but its answer never arrived, as with an HTTP 5xx or a time-out after acceptance). Both
+raise :class:`BrokerUnavailable`, and the executor must resolve them by the client order id.
+
 The venue's book lives in Redis, not in the executor's memory, so it survives an executor crash
 exactly like a real broker would: ``coyote:paper:{account}:orders`` holds each order under its
 client order id, ``:open`` the ids still working, and ``:submissions`` how many times each
@@ -20,6 +25,7 @@ import contextlib
 import dataclasses
 import inspect
 import logging
+import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from decimal import Decimal
 
@@ -57,6 +63,11 @@ class PaperSettings:
         latency_ms: Simulated time before the venue answers a submission.
         liquidity: Largest quantity of one execution (None: any size fills at once).
         max_price_age_ms: A market order is rejected when the last price is older than this.
+        error_rate: Fraction of submission calls refused with a server error before the venue
+            takes any of their orders (simulated outage; 0 in normal use).
+        lost_answer_rate: Fraction of submission calls whose orders the venue takes but whose
+            answer is lost, as after an HTTP 5xx or a time-out once the broker accepted them
+            (simulated; 0 in normal use).
     """
 
     venue: str
@@ -65,10 +76,15 @@ class PaperSettings:
     latency_ms: int = 0
     liquidity: Decimal | None = None
     max_price_age_ms: int | None = None
+    error_rate: float = 0.0
+    lost_answer_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.slippage_bps < 0 or self.fee_bps < 0 or self.latency_ms < 0:
             raise ValueError("slippage_bps, fee_bps and latency_ms must not be negative")
+        for name in ("error_rate", "lost_answer_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be between 0 and 1")
         if self.liquidity is not None and self.liquidity <= 0:
             raise ValueError("liquidity must be positive")
 
@@ -170,6 +186,7 @@ class PaperBroker(Broker):
         self._lock = asyncio.Lock()
         self._listener: UpdateListener | None = None
         self._matcher: asyncio.Task[None] | None = None
+        self._random = random.Random()
 
     def submissions_key(self, account_id: str) -> str:
         """The Redis hash counting submissions per client order id."""
@@ -206,8 +223,9 @@ class PaperBroker(Broker):
         """Submits several orders with a handful of Redis round trips in all."""
         if not orders:
             return []
-        for order in orders:
-            self._settings(order.account_id)
+        faults = [self._settings(order.account_id) for order in orders]
+        if self._random.random() < max(f.error_rate for f in faults):
+            raise BrokerUnavailable("paper venue: server error before the orders were taken")
         async with self._lock, _venue_reachable("submit"):
             pipe = self._client.pipeline(transaction=False)
             for order in orders:
@@ -246,7 +264,9 @@ class PaperBroker(Broker):
                 for paper in seen.values():
                     self._open[paper.account_id].pop(paper.client_order_id, None)
                 raise
-            return states
+        if self._random.random() < max(f.lost_answer_rate for f in faults):
+            raise BrokerUnavailable("paper venue: the orders were taken but the answer was lost")
+        return states
 
     def _accept(
         self,
@@ -325,7 +345,14 @@ class PaperBroker(Broker):
         return None if blob is None else _decode(blob).state()
 
     async def open_orders(self, account_id: str) -> list[BrokerOrderState]:
-        return [o.state() for o in self._open.get(account_id, {}).values()]
+        """The venue's open orders of the account, from its book in Redis — not from this
+        process's memory, so that reconciliation sees what the venue works, whoever placed it.
+        """
+        self._settings(account_id)
+        async with _venue_reachable("open orders"):
+            ids = await self._client.smembers(_key(account_id, "open"))
+            blobs = await self._client.hmget(_key(account_id, "orders"), list(ids)) if ids else []
+        return [_decode(blob).state() for blob in blobs if blob is not None]
 
     async def positions(self, account_id: str) -> dict[str, Decimal]:
         held: dict[str, Decimal] = {}
