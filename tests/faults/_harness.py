@@ -245,12 +245,17 @@ class ExecutorProcess:
 
 
 class FlowBot(Bot):
-    """Places ``orders_per_bar`` market orders on every bar, alternating buys and sells, and
-    keeps the id and time of each intent it placed and of each the runtime refused to send."""
+    """Places ``orders_per_bar`` orders on every bar, alternating buys and sells, and keeps the
+    id and time of each intent it placed and of each the runtime refused to send.
+
+    Market orders, or with ``limit_offset_bps`` limit orders that far from the bar's close
+    (buys below, sells above): they rest at the venue until the walk of prices reaches them.
+    """
 
     symbols = [SYMBOL]
     timeframe = "1m"
     orders_per_bar: int = Param(2, ge=1)
+    limit_offset_bps: int = Param(0, ge=0)
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -260,7 +265,12 @@ class FlowBot(Bot):
     def on_bar(self, bar: Bar) -> None:
         for _ in range(self.orders_per_bar):
             n = len(self.placed)
-            order = (self.buy if n % 2 == 0 else self.sell)(bar.symbol, 1 + n % 3)
+            buy = n % 2 == 0
+            limit = None
+            if self.limit_offset_bps:
+                offset = bar.close * self.limit_offset_bps / 10_000
+                limit = (bar.close - offset if buy else bar.close + offset).quantize(bar.close)
+            order = (self.buy if buy else self.sell)(bar.symbol, 1 + n % 3, limit=limit)
             self.placed[order.intent_id] = order.intent.ts_ms
 
     def on_order_update(self, report: ExecutionReport) -> None:
@@ -364,6 +374,8 @@ class Flow:
         bots_per_account: int = 2,
         orders_per_bar: int = 2,
         bar_interval_s: float = 0.05,
+        limit_offset_bps: int = 0,
+        paper: Mapping[str, float | int | str] | None = None,
     ) -> None:
         self.endpoints = endpoints
         self.name = name
@@ -376,6 +388,11 @@ class Flow:
         }
         self.orders_per_bar = orders_per_bar
         self.bar_interval_s = bar_interval_s
+        self.limit_offset_bps = limit_offset_bps
+        self.paper = dict(paper or {})
+        """The paper broker's settings of the flow's accounts (``lost_answer_rate`` ...)."""
+        self.outside_orders: set[str] = set()
+        """Client order ids placed at the venue by the scenario itself, not by the executor."""
         self.redis = redis.Redis.from_url(
             endpoints.redis_url, socket_timeout=2, socket_connect_timeout=1
         )
@@ -398,12 +415,14 @@ class Flow:
     def accounts_toml(self) -> str:
         """The executor's accounts file: paper accounts on the flow's venue, no limits but the
         instrument's tick size (the scenarios are about delivery, not risk)."""
+        paper = "".join(f"{name} = {json.dumps(value)}\n" for name, value in self.paper.items())
         return "".join(
             f"""
 [accounts."{account}"]
 broker = "paper"
 venue = "{self.venue}"
-[accounts."{account}".risk.instruments.{SYMBOL}]
+[accounts."{account}".paper]
+{paper}[accounts."{account}".risk.instruments.{SYMBOL}]
 tick_size = "0.00001"
 """
             for account in self.accounts
@@ -452,7 +471,9 @@ tick_size = "0.00001"
         """Sets each bot's flag to ``running`` and starts its runtime; returns once all run."""
         for bot_id, account in self.bot_accounts.items():
             set_control_flag(self.redis, bot_id, BotState.RUNNING, set_by="faults")
-            bot = FlowBot(orders_per_bar=self.orders_per_bar)
+            bot = FlowBot(
+                orders_per_bar=self.orders_per_bar, limit_offset_bps=self.limit_offset_bps
+            )
             runtime = BotRuntime(
                 bot,
                 RuntimeOptions(bot_id=bot_id, account_id=account, venue=self.venue),
@@ -468,6 +489,10 @@ tick_size = "0.00001"
 
     def start_feed(self) -> None:
         self.started = time.time()
+        self.resume_feed()
+
+    def resume_feed(self) -> None:
+        """Feeds bars again after :meth:`stop_feed`."""
         self._feed = asyncio.create_task(self._run_feed(), name="faults-feed")
 
     async def stop_feed(self) -> None:
@@ -489,18 +514,26 @@ tick_size = "0.00001"
     def _publish_bar(self) -> None:
         step = Decimal(self._random.randint(-3, 3)) / 100_000
         self._price = max(Decimal("1.00000"), self._price + step)
+        self._write_bar(self._price, publish=True)
+
+    def move_market(self, price: Decimal) -> None:
+        """Prints a bar at ``price`` that the venue sees (its last price) but the bots are not
+        told of: the market moves without making them trade."""
+        self._write_bar(price, publish=False)
+
+    def _write_bar(self, price: Decimal, *, publish: bool) -> None:
         bar = Bar(
             symbol=SYMBOL,
             venue=self.venue,
             timeframe=Timeframe.M1,
             ts_ms=self._bar_ms,
-            open=self._price,
-            high=self._price,
-            low=self._price,
-            close=self._price,
+            open=price,
+            high=price,
+            low=price,
+            close=price,
             volume=Decimal(100),
         )
-        MarketDataWriter(self.redis, venue=self.venue).add_bars([bar])
+        MarketDataWriter(self.redis, venue=self.venue, publish=publish).add_bars([bar])
         self._bar_ms += 60_000
         self.bars += 1
 
@@ -792,7 +825,7 @@ async def account(flow: Flow, database_url: str, scenario: str) -> Figures:
         refused_but_sent=len(refused.keys() & sent.keys()),
         broker_orders=len(submissions),
         broker_duplicates=sum(1 for n in submissions.values() if n > 1),
-        sent_unrecorded=len(submissions.keys() - recorded_orders),
+        sent_unrecorded=len(submissions.keys() - recorded_orders - flow.outside_orders),
         accepted_not_at_broker=len(accepted - submissions.keys()),
         position_mismatches=position_mismatches,
         broker_position_mismatches=broker_mismatches,
