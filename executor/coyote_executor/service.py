@@ -97,6 +97,12 @@ _SIDE = {Side.BUY: 1, Side.SELL: -1}
 _HALTED = REASON_CODES["risk.halted"]
 
 
+class Fenced(RuntimeError):
+    """Another instance with this one's transactional id has started: it owns the partitions
+    now, and this one (a paused or partitioned zombie) must stop. Restarting it is safe: it
+    joins the group as a new member."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ExecutorOptions:
     """How the executor runs.
@@ -780,6 +786,7 @@ class Executor:
     async def _take_over(self, assigned: set[TopicPartition], stop: asyncio.Event) -> None:
         """Loads the risk state and open orders of the accounts on ``assigned`` partitions and
         reconciles them with their brokers."""
+        await self._check_not_fenced(assigned, stop)
         partitions = sorted(p.partition for p in assigned)
         all_partitions = list(range(INTENTS_TOPIC.partitions))
         if self._consumer is not None:
@@ -805,6 +812,21 @@ class Executor:
         await self._reconcile(stop, resubmit=True)
         self.health.assigned(partitions, len(owned))
         self.ready.set()
+
+    async def _check_not_fenced(self, assigned: set[TopicPartition], stop: asyncio.Event) -> None:
+        """Commits the assigned partitions' positions in a transaction of their own.
+
+        A zombie — paused while a successor with its transactional id started, then back in the
+        group — would otherwise learn it is fenced only from its next transaction, and until
+        then would trade: the coordinator refuses this one at once (:class:`Fenced`). Also run
+        before writing again after the database connection was lost, which is how a zombie
+        frozen inside a transaction finds itself on waking."""
+        assert self._consumer is not None
+        # The committed offsets, committed again: a no-op for the group, whatever was consumed
+        # since (never the positions, which may run ahead of what has been answered).
+        committed = {tp: await self._consumer.committed(tp) for tp in assigned}
+        offsets = {tp: offset for tp, offset in committed.items() if offset is not None}
+        await self._publish([], offsets, stop)
 
     async def own_account(self, account_id: str, stop: asyncio.Event) -> None:
         """Takes ``account_id`` on: its risk state from its positions and open orders in the
@@ -1192,15 +1214,25 @@ class Executor:
             try:
                 async with self._producer.transaction():
                     for topic, key, value, headers in messages:
-                        await self._producer.send(topic, value, key=key, headers=headers or None)
+                        delivery = await self._producer.send(
+                            topic, value, key=key, headers=headers or None
+                        )
+                        # A failed delivery fails the transaction, which is what is handled.
+                        delivery.add_done_callback(_consume_outcome)
                     if offsets:
                         await self._producer.send_offsets_to_transaction(
                             offsets, self.options.group_id
                         )
                 self.health.kafka(None)
                 return
-            except ProducerFenced:
-                raise
+            except ProducerFenced as exc:
+                transactional_id = f"{self.options.group_id}-{self.options.instance_id}"
+                log.critical(
+                    "fenced by a newer instance with transactional id %s: it owns this "
+                    "instance's partitions now; stopping without publishing",
+                    transactional_id,
+                )
+                raise Fenced(f"transactional id {transactional_id} taken over") from exc
             except KafkaError as exc:
                 self.health.kafka(exc)
                 if stop.is_set():
@@ -1231,6 +1263,8 @@ class Executor:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+                if self._consumer is not None and self._consumer.assignment():
+                    await self._check_not_fenced(self._consumer.assignment(), stop)
 
     def _alert(
         self,
@@ -1376,6 +1410,11 @@ def _salvage_ids(raw: bytes | None) -> tuple[uuid.UUID, str, str, str | None, Si
         instrument.symbol if instrument else None,
         instrument.side if instrument else None,
     )
+
+
+def _consume_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _log_failure(task: asyncio.Future[Any]) -> None:

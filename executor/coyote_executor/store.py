@@ -77,6 +77,10 @@ class Changes:
         self.updated_orders[str(order.order_id)] = order
 
 
+IDLE_IN_TRANSACTION_MS = 10_000
+"""PostgreSQL ends a session of the executor that stays idle inside a transaction this long."""
+
+
 class Store:
     """Orders, fills, positions, balances and reports in one SQL database.
 
@@ -89,7 +93,16 @@ class Store:
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
         self.url = url
-        self.engine = sa.create_engine(url, connect_args=connect_args or {}, pool_pre_ping=True)
+        connect_args = dict(connect_args or {})
+        if url.startswith("postgresql"):
+            # A process frozen inside a transaction (a zombie: paused, then replaced by another
+            # instance) would hold its row locks, and block its successor, for as long as it
+            # is frozen. The executor never idles inside a transaction: the server ends one
+            # that does, and the zombie's next write fails.
+            connect_args.setdefault(
+                "options", f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+            )
+        self.engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.timescale = False
@@ -356,9 +369,9 @@ class Store:
         for event_ in fills:
             intent, fill = event_.order.intent, event_.fill
             key = (intent.account_id, intent.bot_id, intent.symbol)
-            position = books.setdefault(
-                key, Position(account_id=key[0], bot_id=key[1], symbol=key[2])
-            )
+            position = books.get(key)
+            if position is None:  # not setdefault: a table model costs ~20 us to build
+                position = books[key] = Position(account_id=key[0], bot_id=key[1], symbol=key[2])
             book = Book(
                 intent.symbol, position.quantity, position.average_price, position.realized_pnl
             )

@@ -221,6 +221,16 @@ class ExecutorProcess:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(30)
 
+    def pause(self) -> None:
+        """``SIGSTOP``: frozen mid-flight, as by a long GC pause or a VM migration."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """``SIGCONT``."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     async def wait_exit(self, within: float) -> int:
         """Waits for the process to end by itself (a failpoint); returns its exit code."""
         assert self.process is not None
