@@ -12,14 +12,17 @@ a thread of its own answers from it, so a probe never waits on the event loop:
   assignment and neither the database nor Kafka is failing; during a rebalance, an outage or
   shutdown it is 503 and names what is wrong.
 - ``/metrics`` is Prometheus' text format, with :mod:`prometheus_client` as in the control plane:
-  readiness, steps, partitions and accounts owned, seconds since the last progress, and the
-  process's own metrics.
+  readiness, steps, partitions and accounts owned, seconds since the last progress; the trading
+  itself — intents decided by action, execution reports by type, rejections by reason code,
+  alerts by kind, broker call latency by broker and call, open orders by status (``pending_new``
+  is in flight at the broker) and the consumer lag per partition; and the process's own metrics.
 
 The server is off unless ``COYOTE_EXECUTOR_HEALTH_PORT`` is set (the Helm chart sets it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -32,6 +35,8 @@ from typing import Any
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
+    Counter,
+    Histogram,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
@@ -40,6 +45,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from coyote_executor.config import Settings
+from coyote_sdk.protocol import ExecutionReport
 
 log = logging.getLogger("coyote.executor.health")
 
@@ -80,6 +86,30 @@ class ExecutorHealth:
         self.kafka_error: str | None = None
         """Why the last Kafka transaction failed, until one succeeds."""
         self.stopping = False
+        # The trading, counted as it happens (prometheus_client's metrics are thread-safe; they
+        # are registered with the health server's registry, not the process-wide one, so that
+        # several executors in one process keep apart).
+        self.intents = Counter(
+            "coyote_executor_intents", "Intents decided", ["action"], registry=None
+        )
+        self.reports = Counter(
+            "coyote_executor_reports", "Execution reports recorded", ["exec_type"], registry=None
+        )
+        self.rejections = Counter(
+            "coyote_executor_rejections", "Rejections by reason code", ["reason"], registry=None
+        )
+        self.alerts = Counter("coyote_executor_alerts", "Alerts raised", ["kind"], registry=None)
+        self.broker_seconds = Histogram(
+            "coyote_executor_broker_call_seconds",
+            "Broker calls' duration, failed calls included",
+            ["broker", "call"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=None,
+        )
+        self.open_orders: dict[str, int] = {}
+        """Open orders by status, as of the last count."""
+        self.consumer_lag: dict[int, int] = {}
+        """Intent records not yet consumed, per owned partition, as of the last count."""
 
     # -- written by the loop -------------------------------------------------------------------
 
@@ -113,6 +143,19 @@ class ExecutorHealth:
         self.kafka_error = None if error is None else _describe(error)
         if error is not None:
             self.progressed()
+
+    def reported(self, reports: Iterable[ExecutionReport]) -> None:
+        """Counts execution reports about to be recorded, and the rejections among them."""
+        for report in reports:
+            self.reports.labels(report.exec_type.value).inc()
+            if report.reject_code is not None:
+                self.rejections.labels(report.reject_code).inc()
+
+    @contextlib.contextmanager
+    def broker_call(self, broker: str, call: str) -> Iterator[None]:
+        """Times one broker call (``with health.broker_call("paper", "submit"): ...``)."""
+        with self.broker_seconds.labels(broker, call).time():
+            yield
 
     # -- read by the server --------------------------------------------------------------------
 
@@ -190,6 +233,28 @@ class _ExecutorCollector(Collector):
         up.add_metric(["database"], 0.0 if health.database_error else 1.0)
         up.add_metric(["kafka"], 0.0 if health.kafka_error else 1.0)
         yield up
+        for metric in (
+            health.intents,
+            health.reports,
+            health.rejections,
+            health.alerts,
+            health.broker_seconds,
+        ):
+            yield from metric.collect()
+        open_orders = GaugeMetricFamily(
+            "coyote_executor_open_orders", "Open orders by status", labels=["status"]
+        )
+        for status, count in sorted(health.open_orders.items()):
+            open_orders.add_metric([status], count)
+        yield open_orders
+        lag = GaugeMetricFamily(
+            "coyote_executor_consumer_lag",
+            "Intent records not yet consumed, per partition",
+            labels=["partition"],
+        )
+        for partition, behind in sorted(health.consumer_lag.items()):
+            lag.add_metric([str(partition)], behind)
+        yield lag
 
 
 class HealthServer:

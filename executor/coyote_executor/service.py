@@ -29,6 +29,7 @@ for the one narrow window in which such a report can be published twice, same ``
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -242,6 +243,7 @@ class Executor:
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._last_reconcile = 0.0
+        self._last_counted = 0.0
         self._halts: dict[str, Halt] = {}
         """Kill switches in force here, by hash field (``account:<id>``, ``bot:<id>``)."""
         self._halt_values: dict[str, bytes] = {}
@@ -329,11 +331,28 @@ class Executor:
             offsets = {tp: part[-1].offset + 1 for tp, part in batch.items()}
             await self._handle_intents(records, offsets, stop)
         await self._handle_updates(stop)
+        if time.monotonic() - self._last_counted >= 1.0:
+            self._last_counted = time.monotonic()
+            await self._count_for_metrics()
         if time.monotonic() - self._last_reconcile >= self.options.reconcile_interval_s:
             self._last_reconcile = time.monotonic()
             # Orders whose submission failed (broker unreachable) are sent again if the broker
             # never saw them; left pending_new they would never get an answer.
             await self._reconcile(stop, resubmit=True)
+
+    async def _count_for_metrics(self) -> None:
+        """Open orders by status and the consumer's lag per partition, for ``/metrics``."""
+        self.health.open_orders = dict(
+            collections.Counter(o.status.value for o in self._orders.values())
+        )
+        assert self._consumer is not None
+        lag: dict[int, int] = {}
+        for tp in self._consumer.assignment():
+            # read_committed: what can be consumed ends at the last stable offset.
+            end = self._consumer.last_stable_offset(tp)
+            if end is not None:
+                lag[tp.partition] = max(0, end - await self._consumer.position(tp))
+        self.health.consumer_lag = lag
 
     # -- intents ---------------------------------------------------------------------------
 
@@ -381,15 +400,16 @@ class Executor:
             )
         await self._refresh_prices(fresh, now)
         for intent, raw, source in fresh:
+            self.health.intents.labels(type(intent).__struct_config__.tag).inc()
             step.source = source
             self._decide(step, intent, raw, now)
             self._recent.add(intent.intent_id)
-        await self._durably(lambda: self._store.apply(step.changes), stop)
+        await self._record(step.changes, stop)
         failpoint("decided")
         outcome = Changes()
         await self._send(step, outcome, now)
         failpoint("sent")
-        await self._durably(lambda: self._store.apply(outcome), stop)
+        await self._record(outcome, stop)
         failpoint("recorded")
         for report in outcome.reports:
             step.publish.append(
@@ -627,7 +647,8 @@ class Executor:
         for group in by_broker.values():
             account = self._accounts[group[0].intent.account_id]
             try:
-                states = await account.broker.submit_many([_broker_order(o) for o in group])
+                with self._timed(account, "submit"):
+                    states = await account.broker.submit_many([_broker_order(o) for o in group])
             except BrokerError as exc:
                 # The outcome is unknown: the orders stay pending_new and reconciliation asks
                 # the broker about them by client order id, sending again only those it never
@@ -643,7 +664,8 @@ class Executor:
     ) -> None:
         account = self._accounts[order.intent.account_id]
         try:
-            state = await account.broker.cancel(order.intent.account_id, str(order.order_id))
+            with self._timed(account, "cancel"):
+                state = await account.broker.cancel(order.intent.account_id, str(order.order_id))
         except UnknownOrder as exc:
             self._refuse_action(intent, order, outcome, now, "order.not_open", str(exc))
             return
@@ -659,13 +681,14 @@ class Executor:
     ) -> None:
         account = self._accounts[order.intent.account_id]
         try:
-            state = await account.broker.replace(
-                order.intent.account_id,
-                str(order.order_id),
-                quantity=intent.quantity,
-                limit_price=intent.limit_price,
-                stop_price=intent.stop_price,
-            )
+            with self._timed(account, "replace"):
+                state = await account.broker.replace(
+                    order.intent.account_id,
+                    str(order.order_id),
+                    quantity=intent.quantity,
+                    limit_price=intent.limit_price,
+                    stop_price=intent.stop_price,
+                )
         except (BrokerError, ValueError) as exc:
             if isinstance(exc, BrokerUnavailable):
                 self._broker_failed(account, exc)
@@ -764,7 +787,7 @@ class Executor:
                 order = self._orders.get(state.client_order_id)
                 if order is not None:
                     self._advance(order, state, changes, now)
-        await self._durably(lambda: self._store.apply(changes), stop)
+        await self._record(changes, stop)
         await self._publish_outbox(stop)
 
     async def _publish_outbox(self, stop: asyncio.Event) -> None:
@@ -874,7 +897,7 @@ class Executor:
                 self._reconcile_failed(account, exc)
                 continue
             answered.append(account)
-        await self._durably(lambda: self._store.apply(changes), stop)
+        await self._record(changes, stop)
         await self._publish_outbox(stop)
         for account in answered:
             self._broker_answered(account)
@@ -886,12 +909,16 @@ class Executor:
         account_id = account.config.account_id
         # One call answers for the orders still open at the broker; only the others (ended
         # there, or never sent) are looked up one by one.
-        working = {s.client_order_id: s for s in await account.broker.open_orders(account_id)}
+        with self._timed(account, "open_orders"):
+            working = {s.client_order_id: s for s in await account.broker.open_orders(account_id)}
         max_age = self.options.max_intent_age_ms
         unsent: list[LiveOrder] = []
         for order in [o for o in list(self._orders.values()) if o.intent.account_id == account_id]:
             key = str(order.order_id)
-            state = working.pop(key, None) or await account.broker.lookup(account_id, key)
+            state = working.pop(key, None)
+            if state is None:
+                with self._timed(account, "lookup"):
+                    state = await account.broker.lookup(account_id, key)
             if state is not None:
                 self._advance(order, state, changes, now)
             elif order.status is OrderStatus.PENDING_NEW and resubmit:
@@ -911,7 +938,8 @@ class Executor:
                 )
                 self._advance(order, expired, changes, now)
         if unsent:
-            states = await account.broker.submit_many([_broker_order(o) for o in unsent])
+            with self._timed(account, "submit"):
+                states = await account.broker.submit_many([_broker_order(o) for o in unsent])
             for order, state in zip(unsent, states, strict=True):
                 self._advance(order, state, changes, now)
         self._flag_unknown_orders(account, working.values())
@@ -940,7 +968,8 @@ class Executor:
         (one pass may catch a fill the broker has booked and we are about to)."""
         account_id = account.config.account_id
         try:
-            theirs = await account.broker.positions(account_id)
+            with self._timed(account, "positions"):
+                theirs = await account.broker.positions(account_id)
         except BrokerError as exc:
             log.warning("account %s: broker positions unavailable: %s", account_id, exc)
             return
@@ -1241,6 +1270,12 @@ class Executor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    async def _record(self, changes: Changes, stop: asyncio.Event) -> None:
+        """Writes ``changes`` in one transaction (see :meth:`Store.apply`), counting their
+        reports for the metrics."""
+        self.health.reported(changes.reports)
+        await self._durably(lambda: self._store.apply(changes), stop)
+
     async def _durably(self, call: Callable[[], _T], stop: asyncio.Event) -> _T:
         """Runs a database call in a worker thread, waiting out database outages: while the
         database is down the executor consumes and sends nothing."""
@@ -1266,6 +1301,10 @@ class Executor:
                 if self._consumer is not None and self._consumer.assignment():
                     await self._check_not_fenced(self._consumer.assignment(), stop)
 
+    def _timed(self, account: _Account, call: str) -> contextlib.AbstractContextManager[None]:
+        """Times a call to ``account``'s broker for the metrics."""
+        return self.health.broker_call(account.broker.name, call)
+
     def _alert(
         self,
         severity: str,
@@ -1284,6 +1323,7 @@ class Executor:
             bot_id=bot_id,
             message=message,
         )
+        self.health.alerts.labels(kind).inc()
         level = {"info": logging.INFO, "warning": logging.WARNING}.get(severity, logging.ERROR)
         log.log(level, "ALERT %s: %s", kind, message)
         task = asyncio.ensure_future(

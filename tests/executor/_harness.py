@@ -80,14 +80,16 @@ class ExecutorHarness:
             }
         )
         self.options = ExecutorOptions(
-            group_id=f"test-{unique}",
-            instance_id="t",
-            batch_size=500,
-            reconcile_interval_s=0.5,
-            intents_topic=self.intents_topic,
-            reports_topic=self.reports_topic,
-            dead_letter_topic=self.dead_letter_topic,
-            **(options or {}),
+            **{
+                "group_id": f"test-{unique}",
+                "instance_id": "t",
+                "batch_size": 500,
+                "reconcile_interval_s": 0.5,
+                "intents_topic": self.intents_topic,
+                "reports_topic": self.reports_topic,
+                "dead_letter_topic": self.dead_letter_topic,
+                **(options or {}),
+            }
         )
         self.sync_redis = redis.Redis.from_url(endpoints.redis_url)
         self.writer = MarketDataWriter(self.sync_redis, venue=self.venue, publish=False)

@@ -18,7 +18,7 @@ from coyote_executor.health import ExecutorHealth, HealthServer, health_server
 from coyote_executor.service import Executor
 from coyote_executor.store import Store
 from coyote_sdk.config import Endpoints
-from tests.executor._harness import ExecutorHarness
+from tests.executor._harness import ExecutorHarness, risk_section
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +69,43 @@ async def test_a_running_executor_is_live_ready_and_reports_its_partitions(
         assert executor.health.steps > steps_before
     finally:
         await harness.close()
+
+
+async def test_metrics_count_the_trading(endpoints: Endpoints, unique: str, tmp_path: Path) -> None:
+    harness = ExecutorHarness(
+        endpoints,
+        unique,
+        tmp_path,
+        risk=risk_section(max_order_notional="5000"),
+        options={"reconcile_interval_s": 60},
+    )
+    await harness.setup()
+    harness.trade("EURUSD", "1.07500")
+    try:
+        executor = await harness.start_executor()
+        filled, too_big = harness.order(quantity="1000"), harness.order(quantity="10000")
+        resting = harness.limit("1.00000")
+        await harness.send(filled, too_big, resting)
+        await harness.terminal_reports([filled.intent_id, too_big.intent_id])
+        await harness.reports_until(lambda rs: resting.intent_id in {r.order_id for r in rs})
+        await asyncio.sleep(1.2)  # open orders and lag are counted once a second
+        with HealthServer(executor.health, host="127.0.0.1") as server:
+            text = (await get(server, "/metrics")).text
+    finally:
+        await harness.close()
+
+    def value(sample: str) -> float:
+        (line,) = [x for x in text.splitlines() if x.startswith(sample + " ")]
+        return float(line.rsplit(" ", 1)[1])
+
+    assert value('coyote_executor_intents_total{action="new"}') == 3
+    assert value('coyote_executor_rejections_total{reason="risk.max_order_notional"}') == 1
+    assert value('coyote_executor_reports_total{exec_type="trade"}') == 1
+    assert value('coyote_executor_reports_total{exec_type="accepted"}') == 2
+    assert value('coyote_executor_open_orders{status="new"}') == 1
+    submits = 'coyote_executor_broker_call_seconds_count{broker="paper",call="submit"}'
+    assert value(submits) >= 1
+    assert sum(value(f'coyote_executor_consumer_lag{{partition="{p}"}}') for p in range(3)) == 0
 
 
 async def test_before_it_owns_partitions_it_is_alive_but_not_ready(
