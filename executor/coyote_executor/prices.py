@@ -52,26 +52,54 @@ class PriceBook:
                 result[symbol] = (ts_ms, price)
         return result
 
-    async def _fetch(self, venue: str, symbols: list[str]) -> dict[str, tuple[int, Decimal]]:
-        reply: Any = await self._client.ts().mget(
-            [
-                "coyote=md",
-                f"venue={venue}",
-                "field=(price,close)",
-                f"symbol=({','.join(symbols)})",
-            ],
+    async def before(self, venue: str, symbols: Iterable[str], ts_ms: int) -> dict[str, Decimal]:
+        """The last price of each symbol at ``ts_ms`` (a trade before it, or the close of a bar
+        that ended by then), for those that had one; not cached."""
+        wanted = sorted(set(symbols))
+        if not wanted:
+            return {}
+        # A bar is stored at its open: one that opened before ts_ms closed by then, since bars
+        # are aligned to their timeframe and ts_ms is a day boundary for the daily PnL.
+        reply: Any = await self._client.ts().mrevrange(
+            "-",
+            ts_ms - 1,
+            _filters(venue, wanted),
+            count=1,
             select_labels=["symbol", "timeframe"],
         )
-        best: dict[str, tuple[int, Decimal]] = {}
+        samples = []
+        for series in reply:
+            ((_, (labels, points)),) = series.items()
+            samples += [(labels, ts, value) for ts, value in points[:1]]
+        return {symbol: price for symbol, (_, price) in _newest(samples).items()}
+
+    async def _fetch(self, venue: str, symbols: list[str]) -> dict[str, tuple[int, Decimal]]:
+        reply: Any = await self._client.ts().mget(
+            _filters(venue, symbols), select_labels=["symbol", "timeframe"]
+        )
+        samples = []
         for series in reply:
             ((_, (labels, ts_ms, value)),) = series.items()
-            if ts_ms is None or value is None:
-                continue
-            symbol, timeframe = _text(labels["symbol"]), _text(labels["timeframe"])
-            effective = int(ts_ms) + _BAR_MS.get(timeframe, 0)
-            if symbol not in best or effective > best[symbol][0]:
-                best[symbol] = (effective, Decimal(repr(float(value))))
-        return best
+            samples.append((labels, ts_ms, value))
+        return _newest(samples)
+
+
+def _filters(venue: str, symbols: list[str]) -> list[str]:
+    return ["coyote=md", f"venue={venue}", "field=(price,close)", f"symbol=({','.join(symbols)})"]
+
+
+def _newest(samples: Iterable[tuple[Any, Any, Any]]) -> dict[str, tuple[int, Decimal]]:
+    """Per symbol, the (effective time, price) of the newest of ``samples`` (labels, ts of the
+    sample, value): a bar's price is its close, dated at the bar's end."""
+    best: dict[str, tuple[int, Decimal]] = {}
+    for labels, ts_ms, value in samples:
+        if ts_ms is None or value is None:
+            continue
+        symbol, timeframe = _text(labels["symbol"]), _text(labels["timeframe"])
+        effective = int(ts_ms) + _BAR_MS.get(timeframe, 0)
+        if symbol not in best or effective > best[symbol][0]:
+            best[symbol] = (effective, Decimal(repr(float(value))))
+    return best
 
 
 def _text(value: str | bytes) -> str:

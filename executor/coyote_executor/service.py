@@ -61,11 +61,14 @@ from coyote_executor.brokers.base import (
     BrokerUnavailable,
     UnknownOrder,
 )
+from coyote_executor.daily_pnl import DAY_MS, DayBook, day_of
+from coyote_executor.daily_pnl import load as load_day
 from coyote_executor.health import ExecutorHealth
+from coyote_executor.models import Position
 from coyote_executor.orders import Advance, LiveOrder, advance, reject
 from coyote_executor.prices import PriceBook
 from coyote_executor.store import Changes, Store, intent_row
-from coyote_risk import ACTIVE, HALTED, REASON_CODES, REASONS, RiskEngine
+from coyote_risk import ACTIVE, HALTED, REASON_CODES, REASONS, REDUCING, RiskEngine
 from coyote_sdk import protocol
 from coyote_sdk.protocol import (
     ALERTS_STREAM,
@@ -166,6 +169,10 @@ class _Account:
     """The differences alerted, by symbol; a symbol is forgotten once it agrees again."""
     halted_bots: set[str] = dataclasses.field(default_factory=set)
     """Bots this executor halted in :attr:`engine` for their kill switches."""
+    day: DayBook | None = None
+    """The day's PnL of the account's bots, for the daily loss limits."""
+    loss_tripped: set[str | None] = dataclasses.field(default_factory=set)
+    """Scopes the day's losses put in REDUCING (None: the account), lifted when it ends."""
 
 
 @dataclasses.dataclass
@@ -334,6 +341,7 @@ class Executor:
         if time.monotonic() - self._last_counted >= 1.0:
             self._last_counted = time.monotonic()
             await self._count_for_metrics()
+            await self._mark_daily_pnl()
         if time.monotonic() - self._last_reconcile >= self.options.reconcile_interval_s:
             self._last_reconcile = time.monotonic()
             # Orders whose submission failed (broker unreachable) are sent again if the broker
@@ -353,6 +361,61 @@ class Executor:
             if end is not None:
                 lag[tp.partition] = max(0, end - await self._consumer.position(tp))
         self.health.consumer_lag = lag
+
+    async def _mark_daily_pnl(self) -> None:
+        """Marks each owned account's day to the last prices and tells the risk engine: a bot
+        or the account at its ``max_daily_loss`` trips to REDUCING (only orders that reduce a
+        position pass) until the UTC day ends."""
+        for account in self._accounts.values():
+            await self._mark_day(account)
+
+    async def _mark_day(self, account: _Account) -> None:
+        book = account.day
+        if book is None:
+            return
+        symbols = book.symbols()
+        try:
+            latest = await self._prices.latest(account.config.venue, symbols) if symbols else {}
+        except aioredis.RedisError as exc:
+            log.warning("last prices unavailable (%s): the daily PnL waits", exc)
+            return
+        marks = {symbol: float(price) for symbol, (_, price) in latest.items()}
+        today = day_of(now_ms())
+        if today != book.day:
+            book.roll(today, marks)
+            self._new_day(account)
+        total, bots = book.pnl(marks)
+        account_id = account.config.account_id
+        for bot_id, pnl in [(None, total), *bots.items()]:
+            if not account.engine.update_pnl(pnl, bot_id):
+                continue
+            account.loss_tripped.add(bot_id)
+            who = f"account {account_id}" if bot_id is None else f"bot {bot_id}"
+            self._alert(
+                "critical",
+                "risk.daily_loss",
+                f"{who} is down {-pnl:,.2f} today, at its max_daily_loss: REDUCING, only "
+                "orders that reduce a position pass until the UTC day ends",
+                account_id=account_id,
+                bot_id=bot_id,
+            )
+
+    def _new_day(self, account: _Account) -> None:
+        """Lifts the REDUCING state the day's losses tripped, as the day is over."""
+        engine = account.engine
+        for bot_id in account.loss_tripped:
+            scope = engine.account if bot_id is None else engine.slot_bot(bot_id)
+            engine.update_pnl(0.0, bot_id)
+            if scope.state == REDUCING:
+                engine.set_state(ACTIVE, bot_id)
+        if account.loss_tripped:
+            self._alert(
+                "info",
+                "risk.daily_loss_reset",
+                f"a new day: account {account.config.account_id}'s daily losses start again",
+                account_id=account.config.account_id,
+            )
+        account.loss_tripped.clear()
 
     # -- intents ---------------------------------------------------------------------------
 
@@ -740,6 +803,15 @@ class Executor:
         if account is not None:
             slot = account.engine.slot(order.intent.bot_id, order.intent.symbol)
             side = _SIDE[order.intent.side]
+            if account.day is not None:
+                for fill in result.fills:
+                    account.day.on_fill(
+                        order.intent.bot_id,
+                        order.intent.symbol,
+                        side * float(fill.fill.quantity),
+                        float(fill.fill.price),
+                        float(fill.fill.fee),
+                    )
             if slot is not None:
                 # A confirmed replace moves the reservation by the change of quantity.
                 grown = float(order.quantity - quantity_before)
@@ -863,6 +935,8 @@ class Executor:
             slot = engine.slot(position.bot_id, position.symbol)
             if slot is not None:
                 slot.book(float(position.quantity))
+        account.day = await self._load_day(account, positions, stop)
+        await self._mark_day(account)  # a loss of earlier today binds from the first intent on
         open_orders = await self._durably(lambda: self._store.open_orders([account_id]), stop)
         for order in open_orders:
             self._orders[str(order.order_id)] = order
@@ -874,6 +948,29 @@ class Executor:
         self._sync_states(account)
         self._accounts[account_id] = account
         self._last_reconcile = 0.0  # reconcile it at the next step, not an interval later
+
+    async def _load_day(
+        self, account: _Account, positions: Sequence[Position], stop: asyncio.Event
+    ) -> DayBook:
+        """The account's PnL today from its records (a restart forgets no loss), the positions
+        it opened the day with valued at the prices of midnight UTC."""
+        account_id = account.config.account_id
+        day = day_of(now_ms())
+        fills = await self._durably(
+            functools.partial(self._store.fills_since, account_id, day * DAY_MS), stop
+        )
+        held = {p.symbol for p in positions if p.quantity}
+        try:
+            marks = await self._prices.before(account.config.venue, held, day * DAY_MS)
+        except aioredis.RedisError as exc:
+            log.warning("account %s: prices at midnight unavailable (%s)", account_id, exc)
+            marks = {}
+        return load_day(
+            day,
+            [(p.bot_id, p.symbol, float(p.quantity)) for p in positions],
+            [(b, s, float(q), float(price), float(fee)) for b, s, q, price, fee in fills],
+            {symbol: float(price) for symbol, price in marks.items()},
+        )
 
     async def _reconcile(self, stop: asyncio.Event, *, resubmit: bool = False) -> None:
         """Compares every owned account with its broker — open orders, then positions — and

@@ -215,6 +215,26 @@ class Store:
             rows = conn.execute(sa.select(table).where(table.c.account_id == account_id)).mappings()
             return [Position.model_validate(dict(row)) for row in rows]
 
+    def fills_since(
+        self, account_id: str, ts_ms: int
+    ) -> list[tuple[str, str, Decimal, Decimal, Decimal]]:
+        """The account's fills from ``ts_ms`` on, as (bot, symbol, signed quantity, price, fee):
+        the quantity is positive for a purchase."""
+        fills = Fill.__table__  # type: ignore[attr-defined]
+        query = sa.select(
+            fills.c.bot_id,
+            fills.c.symbol,
+            fills.c.side,
+            fills.c.quantity,
+            fills.c.price,
+            fills.c.fee,
+        ).where(fills.c.account_id == account_id, fills.c.ts_ms >= ts_ms)
+        with self.engine.connect() as conn:
+            return [
+                (bot, symbol, quantity if side == "buy" else -quantity, price, fee or ZERO)
+                for bot, symbol, side, quantity, price, fee in conn.execute(query)
+            ]
+
     def verify_positions(self, account_id: str) -> list[str]:
         """Recomputes every position of the account from its fills; returns each mismatch."""
         fills = Fill.__table__  # type: ignore[attr-defined]
