@@ -376,6 +376,7 @@ class RemoteAccounts:
         if broker is None:
             return  # logged; retried when its document changes
         await broker.start(executor._on_broker_update)
+        await broker.serve(())  # until the account is owned here (below, or at a rebalance)
         self._brokers.append(broker)
         executor._brokers[account_id] = broker
         executor._configs[account_id] = config

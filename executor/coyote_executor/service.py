@@ -305,6 +305,7 @@ class Executor:
         try:
             for broker in brokers:
                 await broker.start(self._on_broker_update)
+                await broker.serve(())  # nothing is owned before the first assignment
             self._consumer.subscribe([self.options.intents_topic], listener=_Rebalance(self))
             await self._consumer.start()
             log.info(
@@ -947,6 +948,9 @@ class Executor:
                 )
         self._sync_states(account)
         self._accounts[account_id] = account
+        await account.broker.serve(
+            [a for a, owned in self._accounts.items() if owned.broker is account.broker]
+        )
         self._last_reconcile = 0.0  # reconcile it at the next step, not an interval later
 
     async def _load_day(
@@ -1439,6 +1443,8 @@ class _Rebalance(ConsumerRebalanceListener):
         # and so does this executor when its new assignment arrives.
         log.info("partitions revoked: %s", sorted(p.partition for p in revoked))
         self._executor.health.revoked()
+        for broker in {id(b): b for b in self._executor._brokers.values()}.values():
+            await broker.serve(())  # until the next assignment is taken over
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self._executor._assigned = set(assigned)

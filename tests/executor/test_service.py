@@ -3,11 +3,13 @@ PostgreSQL records."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -418,3 +420,34 @@ async def test_the_paper_venue_unreachable_is_a_broker_outage_not_a_crash() -> N
             await broker.open_orders("a")
     finally:
         await client.aclose()
+
+
+async def test_only_the_owner_of_an_account_works_its_resting_orders(ex: ExecutorHarness) -> None:
+    """Two paper brokers on one venue, as two executors have after a rebalance: the one that
+    serves the account fills its resting order, the other has let go of it."""
+    client = aioredis.Redis.from_url(ex.endpoints.redis_url)
+    former = PaperBroker(client, {ex.account: PaperSettings(venue=ex.venue)}, match_interval_ms=20)
+    filled_by_former: list[str] = []
+
+    async def note(_account: str, states: Any) -> None:
+        filled_by_former.extend(s.client_order_id for s in states if s.filled_quantity)
+
+    resting = ex.limit("1.07000")
+    await ex.send(resting)
+    await ex.reports_until(lambda rs: resting.intent_id in {r.order_id for r in rs})
+    await former.start(note)  # loads every account's open orders, as at start
+    try:
+        await former.serve(())  # the account is another executor's
+        ex.trade("EURUSD", "1.06900")  # through the limit
+
+        reports = (await ex.terminal_reports([resting.intent_id]))[resting.intent_id]
+        await asyncio.sleep(0.2)  # a few more of the former's matching rounds
+    finally:
+        await former.close()
+        await client.aclose()
+
+    assert reports[-1].order_status is OrderStatus.FILLED
+    assert filled_by_former == []
+    (blob,) = ex.sync_redis.hmget(f"coyote:paper:{ex.account}:orders", [str(resting.intent_id)])
+    (fill,) = json.loads(blob)["fills"]
+    assert Decimal(str(fill["quantity"])) == 1000

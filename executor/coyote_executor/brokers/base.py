@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from decimal import Decimal
 
 from coyote_sdk.protocol import OrderStatus, OrderType, Side, TimeInForce
@@ -143,6 +143,11 @@ class Broker(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Releases connections and background tasks."""
+
+    async def serve(self, account_ids: Collection[str]) -> None:  # noqa: B027 - optional hook
+        """The accounts this executor owns now (after each rebalance). A venue simulated in the
+        executor's process works only their orders, so that two executors never both fill one
+        account's orders; a real broker needs nothing."""
 
     @abc.abstractmethod
     async def submit(self, order: BrokerOrder) -> BrokerOrderState:
