@@ -120,9 +120,9 @@ class ExecutorOptions:
         broker_failure_limit: Consecutive failed broker calls after which an account's broker
             circuit opens: the account goes HALTED and an alert is raised.
         dedupe_window: Intent ids remembered in memory before the database is asked.
-        max_intent_age_ms: An intent older than this when it arrives is rejected
+        max_intent_age_ms: A new order or replace older than this when it arrives is rejected
             (``intent.expired``) rather than traded on a market that has moved on, e.g. after
-            an executor outage. None accepts any age.
+            an executor outage; cancels are carried out however late. None accepts any age.
         halts_refresh_s: How often the whole kill switch hash is read again, besides the
             changes announced on its channel (catches a missed message or a Redis restart).
         halts_hold_s: After Redis restarted or was unreachable, kill switches missing from
@@ -500,7 +500,9 @@ class Executor:
             self._refuse(step, intent, raw, now, code, reason)
             return
         max_age = self.options.max_intent_age_ms
-        if max_age is not None and now - intent.ts_ms > max_age:
+        # A cancel only ever reduces risk: however late, it is carried out.
+        late = max_age is not None and now - intent.ts_ms > max_age
+        if late and isinstance(intent, NewOrder | ReplaceOrder):
             self._refuse(
                 step,
                 intent,

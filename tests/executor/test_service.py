@@ -266,6 +266,24 @@ async def test_stale_intent_is_rejected(ex: ExecutorHarness) -> None:
     assert report.reject_code == "intent.expired"
 
 
+async def test_a_cancel_is_carried_out_however_late(ex: ExecutorHarness) -> None:
+    resting = ex.limit("1.07000")
+    await ex.send(resting)
+    await ex.reports_until(lambda rs: resting.intent_id in {r.order_id for r in rs})
+    late = CancelOrder(
+        intent_id=protocol.new_intent_id(),
+        ts_ms=protocol.now_ms() - 3_600_000,
+        account_id=ex.account,
+        bot_id="bot-a",
+        order_id=resting.intent_id,
+    )
+    await ex.send(late)
+
+    reports = (await ex.terminal_reports([resting.intent_id]))[resting.intent_id]
+
+    assert reports[-1].exec_type is ExecType.CANCELED
+
+
 async def test_restarted_executor_recovers_open_orders_and_risk_state(ex: ExecutorHarness) -> None:
     resting = ex.limit("1.07000", quantity="1000")
     await ex.send(resting)
