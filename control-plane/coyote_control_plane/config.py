@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from coyote_reports import ReportsSettings
@@ -28,6 +28,10 @@ class SupervisorSettings(BaseModel):
     """Time a new runtime has to send its first heartbeat before it counts as stale."""
     stale_restart_s: float = 30.0
     """A runtime stale this long is killed and restarted."""
+    heartbeat_loss_cancel_after_s: float = Field(default=5.0, ge=0)
+    """A runtime stale this long has lost its heartbeat: its bot's open orders are cancelled
+    (deployments with ``cancel_orders_on_heartbeat_loss``). A runtime found dead has them
+    cancelled at once."""
     stop_grace_s: float = 15.0
     """Time a stopping runtime has to cancel orders and exit before it is terminated."""
     local_memory_mb: int | None = Field(default=2048, ge=64)
@@ -48,6 +52,23 @@ class SupervisorSettings(BaseModel):
     environment) ``{"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory":
     "512Mi"}}``; without them the namespace's LimitRange applies."""
     kubernetes_image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = "IfNotPresent"
+    redis_acl: bool = True
+    """Give each bot runtime a Redis ACL user of its own that reaches only its own keys; turn it
+    off for a Redis that forbids ACL commands (runtimes then share the control plane's URL)."""
+    redis_acl_secret: SecretStr | None = None
+    """The key the runtimes' Redis passwords are derived from (HMAC-SHA256 of the runtime id).
+    Required with the ``kubernetes`` backend, where every replica must derive the same ones;
+    the local backend generates one into ``<home>/control-plane/redis-acl.key`` if unset."""
+
+    @model_validator(mode="after")
+    def _replicas_share_the_redis_acl_secret(self) -> SupervisorSettings:
+        if self.backend == "kubernetes" and self.redis_acl and self.redis_acl_secret is None:
+            raise ValueError(
+                "COYOTE_CONTROL_PLANE_SUPERVISOR__REDIS_ACL_SECRET must be set with the "
+                "kubernetes backend (every replica must derive the same bot passwords), or turn "
+                "per-bot Redis users off with COYOTE_CONTROL_PLANE_SUPERVISOR__REDIS_ACL=false"
+            )
+        return self
 
     @field_validator("kubernetes_resources")
     @classmethod

@@ -2,8 +2,9 @@
 
 Sources, merged by :class:`EventHub`:
 
-* the control plane's own Redis stream :data:`EVENTS_STREAM` (bot status changes from the
-  supervisor, kill switches from the API), so every API replica sees every change;
+* the control plane's own Redis stream :data:`EVENTS_STREAM` (bot status changes and the
+  cancels of lost runtimes' orders from the supervisor, kill switches from the API), so every
+  API replica sees every change;
 * the executor's alerts (:data:`coyote_sdk.protocol.ALERTS_STREAM`);
 * execution reports from Kafka: order updates, fills, risk rejections.
 
@@ -39,6 +40,7 @@ KINDS = (
     "bot.status",
     "bot.crashed",
     "bot.failed",
+    "bot.orders_cancelled",
     "order.update",
     "fill",
     "risk.rejection",

@@ -36,7 +36,13 @@ from coyote_control_plane.db import make_engine, migrate
 from coyote_control_plane.events import EventHub
 from coyote_control_plane.metrics import Metrics
 from coyote_control_plane.notifications import Notifier
-from coyote_control_plane.supervisor import LocalBackend, RuntimeBackend, Supervisor
+from coyote_control_plane.supervisor import (
+    IntentProducer,
+    LocalBackend,
+    RuntimeBackend,
+    Supervisor,
+)
+from coyote_control_plane.supervisor.redis_acl import RuntimeRedisAccess, secret_from_file
 from coyote_reports import Reports
 from coyote_reports import make_engine as make_reports_engine
 from coyote_sdk import protocol
@@ -53,11 +59,26 @@ def _operation_id(route: APIRoute) -> str:
 
 
 def runtime_env(endpoints: Endpoints) -> dict[str, str]:
-    """What a bot runtime needs to find the stack."""
-    return {
-        "COYOTE_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
-        "COYOTE_REDIS_URL": endpoints.redis_url,
-    }
+    """What every bot runtime needs to find the stack. Its Redis URL is its own, with its own
+    user: the supervisor adds it (:func:`runtime_redis_access`)."""
+    return {"COYOTE_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap}
+
+
+def runtime_redis_access(
+    settings: Settings, endpoints: Endpoints, client: redis.Redis
+) -> RuntimeRedisAccess:
+    """How the supervisor's runtimes reach Redis: each with a user of its own, its password
+    derived from ``supervisor.redis_acl_secret`` (or a key generated in the control plane's
+    home), unless ``supervisor.redis_acl`` is off."""
+    supervisor = settings.supervisor
+    secret: bytes | None = None
+    if supervisor.redis_acl and supervisor.redis_acl_secret is not None:
+        secret = supervisor.redis_acl_secret.get_secret_value().encode()
+    elif supervisor.redis_acl:
+        home = settings.stack.home / "control-plane"
+        home.mkdir(parents=True, exist_ok=True)
+        secret = secret_from_file(home / "redis-acl.key")
+    return RuntimeRedisAccess(client, endpoints.redis_url, secret=secret)
 
 
 def make_backend(settings: Settings, endpoints: Endpoints) -> RuntimeBackend | None:
@@ -136,7 +157,14 @@ def create_app(
         chosen = backend or make_backend(settings, endpoints)
         notifier = None
         if chosen is not None:
-            context.supervisor = Supervisor(engine, client, chosen, settings.supervisor)
+            context.supervisor = Supervisor(
+                engine,
+                client,
+                chosen,
+                settings.supervisor,
+                IntentProducer(endpoints.kafka_bootstrap),
+                redis_access=runtime_redis_access(settings, endpoints, client),
+            )
             notifier = Notifier(engine, hub, **(notifier_options or {}))
         app.state.context = context
         await hub.start()

@@ -18,7 +18,7 @@ import enum
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from pydantic import StringConstraints
+from pydantic import ConfigDict, StringConstraints
 from sqlmodel import Field, SQLModel
 
 Name = Annotated[
@@ -394,6 +394,13 @@ class ReleasePublic(SQLModel):
 # -- DEPLOYMENTS -------------------------------------------------------------------------------
 
 
+_CANCEL_ON_LOSS = (
+    "When the runtime dies or its heartbeat stays stale, the platform cancels the bot's open "
+    "orders on the account (one `cancel_all` intent per loss). Turn it off for orders meant to "
+    "rest while nothing watches them (GTC orders a restarted bot takes over)."
+)
+
+
 class DeploymentCreate(SQLModel):
     name: Name
     bot: str = Field(max_length=64)
@@ -406,8 +413,18 @@ class DeploymentCreate(SQLModel):
     risk_profile: dict[str, Any] | None = None
     capital: Amount = Field(default="0", max_length=40)
     """The deployment's capital allocation: its own sub-ledger of the account."""
+    cancel_orders_on_heartbeat_loss: bool = Field(default=True, description=_CANCEL_ON_LOSS)
     start: bool = False
     """Start it right away."""
+
+
+class DeploymentUpdate(SQLModel):
+    """What ``PATCH /v1/deployments/{name}`` changes; an omitted (or null) field stays."""
+
+    # A misspelt field must be refused, not silently change nothing.
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]  # SQLModel narrows it
+
+    cancel_orders_on_heartbeat_loss: bool | None = Field(default=None, description=_CANCEL_ON_LOSS)
 
 
 class Deployment(SQLModel, table=True):
@@ -422,6 +439,7 @@ class Deployment(SQLModel, table=True):
     account_id: int = Field(foreign_key="accounts.id", index=True)
     release_id: int = Field(foreign_key="releases.id")
     capital: str = Field(default="0", max_length=40)
+    cancel_orders_on_heartbeat_loss: bool = True
     desired: DesiredState = Field(default=DesiredState.STOPPED, sa_type=_enum(DesiredState))
     flag_generation: int = Field(default=0, sa_type=sa.BigInteger)
     """The last control-flag generation written: flags written after a Redis restart continue
@@ -450,6 +468,7 @@ class DeploymentPublic(SQLModel):
     digest: str
     params: dict[str, Any]
     capital: str
+    cancel_orders_on_heartbeat_loss: bool = Field(description=_CANCEL_ON_LOSS)
     desired: DesiredState
     status: RuntimeStatus
     status_detail: str | None

@@ -10,10 +10,11 @@ from coyote_sdk.protocol import BotState, BotStatus, ControlFlag
 
 # Increments the flag's generation, stores the flag and announces it, all in one step, so two
 # concurrent writers can never leave an older generation in place of a newer one. The floor
-# (ARGV[3]) carries the count over a Redis restart that lost the counter.
+# (ARGV[2]) carries the count over a Redis restart that lost the counter; ARGV[3...] are the
+# channels announcing the change (see _channels).
 _SET_FLAG = """
 local generation = redis.call('INCR', KEYS[2])
-local floor = tonumber(ARGV[3])
+local floor = tonumber(ARGV[2])
 if generation <= floor then
   generation = floor + 1
   redis.call('SET', KEYS[2], generation)
@@ -21,13 +22,21 @@ end
 local flag = cjson.decode(ARGV[1])
 flag['generation'] = generation
 redis.call('SET', KEYS[1], cjson.encode(flag))
-redis.call('PUBLISH', ARGV[2], flag['bot_id'])
+for i = 3, #ARGV do
+  redis.call('PUBLISH', ARGV[i], flag['bot_id'])
+end
 return generation
 """
 
 
 def _generation_key(bot_id: str) -> str:
     return protocol.control_flag_key(bot_id) + ":generation"
+
+
+def _channels(bot_id: str) -> tuple[str, str]:
+    """Where a change of the bot's flag is announced: its own channel, which its runtime
+    follows, and the deprecated shared one runtimes of older SDKs still follow."""
+    return protocol.control_channel(bot_id), protocol.CONTROL_CHANNEL
 
 
 def set_control_flag(
@@ -59,8 +68,8 @@ def set_control_flag(
         protocol.control_flag_key(bot_id),
         _generation_key(bot_id),
         protocol.encode(draft),
-        protocol.CONTROL_CHANNEL,
         min_generation,
+        *_channels(bot_id),
     )
     return ControlFlag(
         bot_id=bot_id,
@@ -80,7 +89,8 @@ def read_control_flag(client: redis.Redis, bot_id: str) -> ControlFlag | None:
 def clear_control_flag(client: redis.Redis, bot_id: str) -> None:
     """Removes a bot's flag: its runtime then emits nothing (fail safe) until one is set."""
     client.delete(protocol.control_flag_key(bot_id))
-    client.publish(protocol.CONTROL_CHANNEL, bot_id)
+    for channel in _channels(bot_id):
+        client.publish(channel, bot_id)
 
 
 def read_status(client: redis.Redis, bot_id: str) -> BotStatus | None:

@@ -89,6 +89,16 @@ class TimeInForce(enum.StrEnum):
     """Cancelled at the end of the venue's trading day."""
 
 
+class IntentOrigin(enum.StrEnum):
+    """Who sent an intent."""
+
+    BOT = "bot"
+    """The bot's own runtime."""
+    PLATFORM = "platform"
+    """The platform on the bot's behalf: the control plane's supervisor cancels the open orders
+    of a bot whose runtime lost its heartbeat."""
+
+
 class Timeframe(enum.StrEnum):
     M1 = "1m"
     M5 = "5m"
@@ -307,6 +317,13 @@ class CancelAll(_IntentBase, frozen=True, kw_only=True, tag="cancel_all"):
     """Cancel all of the bot's open orders on the account, or only those in ``symbol``."""
 
     symbol: Symbol | None = None
+    origin: Annotated[
+        IntentOrigin,
+        msgspec.Meta(
+            description="Who sent it: `bot`, or `platform` when the control plane cancels the "
+            "orders of a bot whose runtime lost its heartbeat."
+        ),
+    ] = IntentOrigin.BOT
 
 
 class ReplaceOrder(_IntentBase, frozen=True, kw_only=True, tag="replace"):
@@ -607,8 +624,17 @@ ACCOUNTS_KEY: Final = f"{KEY_PREFIX}:accounts"
 ACCOUNTS_CHANNEL: Final = f"{KEY_PREFIX}:accounts"
 """Redis pub/sub channel announcing a change of :data:`ACCOUNTS_KEY` (the field changed)."""
 
+
+def control_channel(bot_id: str) -> str:
+    """The Redis pub/sub channel announcing a change of one bot's :class:`ControlFlag` (payload:
+    the bot id). Each runtime subscribes to its own only, so a bot learns nothing of others."""
+    return f"{KEY_PREFIX}:control:{bot_id}"
+
+
 CONTROL_CHANNEL: Final = f"{KEY_PREFIX}:control"
-"""Redis pub/sub channel on which the supervisor announces a changed flag (the bot id)."""
+"""Redis pub/sub channel on which every flag change is also announced (payload: the bot id),
+for runtimes of SDKs before :func:`control_channel` existed; deprecated, it will go once no such
+runtime is left."""
 
 
 def market_data_key(venue: str, symbol: str, field: str, timeframe: str = "raw") -> str:

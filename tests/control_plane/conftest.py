@@ -7,9 +7,9 @@ import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -22,14 +22,18 @@ from sqlmodel import Session
 from coyote_control_plane.bootstrap import create_organization
 from coyote_control_plane.config import Settings, SupervisorSettings
 from coyote_control_plane.db import migrate
-from coyote_control_plane.main import create_app
+from coyote_control_plane.main import create_app, runtime_env
 from coyote_control_plane.models import Role
-from coyote_control_plane.supervisor import RuntimeBackend
+from coyote_control_plane.supervisor import LocalBackend, RuntimeBackend
+from coyote_control_plane.supervisor.redis_acl import USER_PREFIX
 from coyote_executor.store import Store
 from coyote_reports import ReportsSettings
 from coyote_sdk import protocol
 from coyote_sdk.bundles import Bundle, build_bundle
-from coyote_sdk.config import StackSettings
+from coyote_sdk.config import Endpoints, StackSettings
+
+if TYPE_CHECKING:
+    from tests.control_plane._trading import Trading
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = ("admin", "trader", "risk", "viewer")
@@ -154,10 +158,17 @@ def control_plane(
 
 
 def _forget_redis_keys(stack: StackSettings, slugs: list[str]) -> None:
-    """Removes the flags, heartbeats, halts and account documents the test's organisations
-    left in Redis."""
+    """Removes the flags, heartbeats, halts, account documents and runtimes' Redis users the
+    test's organisations left in Redis."""
     client = redis.Redis.from_url(stack.endpoints().redis_url)
     try:
+        users = [
+            name
+            for name in client.acl_users()
+            if any(name.startswith(f"{USER_PREFIX}{slug}.") for slug in slugs)
+        ]
+        if users:
+            client.acl_deluser(*users)
         for slug in slugs:
             keys = list(client.scan_iter(match=f"{protocol.KEY_PREFIX}:bot:{slug}.*"))
             if keys:
@@ -186,6 +197,34 @@ def _app_options() -> dict[str, Any]:
 def cp(postgres: sqlalchemy.Engine, unique: str) -> Iterator[ControlPlaneUnderTest]:
     """A control plane without a supervisor (the API alone)."""
     yield from control_plane(postgres, unique)
+
+
+@pytest.fixture
+def backend(tmp_path: Path, endpoints: Endpoints) -> Iterator[LocalBackend]:
+    """Runtimes as real processes on this machine (what the supervisor launches), killed after
+    the test."""
+    local = LocalBackend(tmp_path / "runtimes", env=runtime_env(endpoints))
+    yield local
+    local.shutdown()
+
+
+@pytest.fixture
+async def trading(
+    postgres: sqlalchemy.Engine,
+    unique: str,
+    backend: LocalBackend,
+    tmp_path: Path,
+    endpoints: Endpoints,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Trading]:
+    """A supervised control plane with the buyer bot pushed, whose account ``paper`` an executor
+    with a paper broker serves (:func:`tests.control_plane._trading.trading_control_plane`)."""
+    from tests.control_plane._trading import trading_control_plane  # it builds on this module
+
+    async with trading_control_plane(
+        postgres, unique, backend, tmp_path, endpoints, monkeypatch
+    ) as trading:
+        yield trading
 
 
 BOT_SOURCE = '''

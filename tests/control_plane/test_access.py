@@ -76,6 +76,7 @@ ROUTES: list[tuple[str, str, Any, Permission | None, bool]] = [
         True,
     ),
     ("GET", "/v1/deployments/buy", None, P.READ, True),
+    ("PATCH", "/v1/deployments/buy", {"cancel_orders_on_heartbeat_loss": False}, P.TRADE, True),
     ("POST", "/v1/deployments/buy/start", None, P.TRADE, True),
     ("POST", "/v1/deployments/buy/pause", None, P.TRADE, True),
     ("POST", "/v1/deployments/buy/resume", None, P.TRADE, True),

@@ -48,6 +48,7 @@ def chart_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "COYOTE_CONTROL_PLANE_SUPERVISOR__KUBERNETES_SERVICE_ACCOUNT": "coyote-bot",
         "COYOTE_CONTROL_PLANE_SUPERVISOR__KUBERNETES_RESOURCES": json.dumps(RESOURCES),
         "COYOTE_CONTROL_PLANE_SUPERVISOR__KUBERNETES_IMAGE_PULL_POLICY": "Always",
+        "COYOTE_CONTROL_PLANE_SUPERVISOR__REDIS_ACL_SECRET": "k" * 48,
         "COYOTE_KAFKA_BOOTSTRAP": "kafka:9092",
         "COYOTE_REDIS_URL": "redis://redis:6379/0",
     }.items():
@@ -133,7 +134,17 @@ def test_make_backend_gives_bot_pods_the_account_resources_and_pull_policy(
     assert container["resources"] == RESOURCES
     assert container["imagePullPolicy"] == "Always"
     assert container["image"] == "ghcr.io/coyote/coyote-bot:0.1.0"
-    assert {e["name"]: e["value"] for e in container["env"]} == {
-        "COYOTE_KAFKA_BOOTSTRAP": "kafka:9092",
-        "COYOTE_REDIS_URL": "redis://redis:6379/0",
-    }
+    # Redis comes per runtime, from a Secret (the supervisor's secret_env), never as a value.
+    assert container["env"] == [{"name": "COYOTE_KAFKA_BOOTSTRAP", "value": "kafka:9092"}]
+
+
+def test_the_kubernetes_backend_needs_the_redis_acl_secret_unless_acls_are_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    chart_environment(monkeypatch)
+    monkeypatch.delenv("COYOTE_CONTROL_PLANE_SUPERVISOR__REDIS_ACL_SECRET")
+
+    with pytest.raises(ValidationError, match="SUPERVISOR__REDIS_ACL_SECRET must be set"):
+        Settings()
+    monkeypatch.setenv("COYOTE_CONTROL_PLANE_SUPERVISOR__REDIS_ACL", "false")
+    assert Settings().supervisor.redis_acl is False

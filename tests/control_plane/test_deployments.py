@@ -203,3 +203,59 @@ def test_a_deployment_is_deleted_only_once_its_runtime_is_seen_stopped(
     ready.acme.trader.post("/v1/deployments/buy/stop")
     # No supervisor runs here to see it stop: the status stays as the API left it.
     assert ready.acme.trader.delete("/v1/deployments/buy").status_code == 409
+
+
+def test_cancel_orders_on_heartbeat_loss_is_on_by_default_and_settable(
+    ready: ControlPlaneUnderTest,
+) -> None:
+    default = deploy(ready.acme.trader)
+    kept = deploy(ready.acme.trader, name="gtc", cancel_orders_on_heartbeat_loss=False)
+
+    left = ready.acme.trader.patch(
+        "/v1/deployments/gtc", json={"cancel_orders_on_heartbeat_loss": None}
+    )
+    turned_on = ready.acme.trader.patch(
+        "/v1/deployments/gtc", json={"cancel_orders_on_heartbeat_loss": True}
+    )
+
+    assert default["cancel_orders_on_heartbeat_loss"] is True
+    assert kept["cancel_orders_on_heartbeat_loss"] is False
+    assert left.status_code == 200
+    assert left.json()["cancel_orders_on_heartbeat_loss"] is False  # null leaves it
+    assert turned_on.status_code == 200
+    assert turned_on.json()["cancel_orders_on_heartbeat_loss"] is True
+    assert (
+        ready.acme.viewer.get("/v1/deployments/gtc").json()["cancel_orders_on_heartbeat_loss"]
+        is True
+    )
+    audit = ready.acme.admin.get("/v1/audit", params={"action": "deployment.update"}).json()
+    assert [(e["target"], e["detail"]) for e in audit] == [
+        (
+            "deployment/gtc",
+            {
+                "before": {"cancel_orders_on_heartbeat_loss": False},
+                "after": {"cancel_orders_on_heartbeat_loss": True},
+            },
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"cancel_orders_on_heartbeat_loss": "sometimes"}, "cancel_orders_on_heartbeat_loss"),
+        ({"cancel_orders_on_heartbeat": False}, "cancel_orders_on_heartbeat"),
+    ],
+)
+def test_a_bad_deployment_update_is_refused_naming_the_field(
+    ready: ControlPlaneUnderTest, body: dict[str, object], field: str
+) -> None:
+    deploy(ready.acme.trader)
+
+    answer = ready.acme.trader.patch("/v1/deployments/buy", json=body)
+
+    assert answer.status_code == 422 and answer.json()["error"]["field"] == f"body.{field}"
+    assert (
+        ready.acme.viewer.get("/v1/deployments/buy").json()["cancel_orders_on_heartbeat_loss"]
+        is True
+    )

@@ -43,6 +43,10 @@ ENV = {"COYOTE_REDIS_URL": "redis://redis:6379/0", "COYOTE_KAFKA_BOOTSTRAP": "ka
 
 DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
 CONFIGMAPS = f"/api/v1/namespaces/{NS}/configmaps"
+SECRETS = f"/api/v1/namespaces/{NS}/secrets"
+BOT_REDIS_URL = "redis://coyote-bot%3Aacme.sma-live:d3adb33f@redis:6379/0"
+SECRET_ENV = {"COYOTE_REDIS_URL": BOT_REDIS_URL}
+"""The runtime's own Redis URL, with its password, as the supervisor hands it over."""
 PODS = f"/api/v1/namespaces/{NS}/pods"
 
 
@@ -533,6 +537,92 @@ def test_launch_refuses_while_the_deployment_is_being_deleted(
         backend.launch(make_spec())
 
 
+# -- SECRETS ---------------------------------------------------------------------------------
+
+
+def test_launch_keeps_the_secret_env_in_a_secret_the_pod_references(
+    api: respx.MockRouter, backend: KubernetesBackend
+) -> None:
+    api.post(CONFIGMAPS).mock(side_effect=echo_created)
+    secret = api.post(SECRETS).mock(side_effect=echo_created)
+    create = api.post(DEPLOYMENTS).mock(side_effect=echo_created)
+
+    backend.launch(make_spec(secret_env=SECRET_ENV))
+
+    # The Secret comes before the Deployment: a pod without its Secret cannot start.
+    assert [call.request.url.path for call in api.calls] == [CONFIGMAPS, SECRETS, DEPLOYMENTS]
+    stored = body_of(secret.calls.last.request)
+    assert stored["kind"] == "Secret" and stored["type"] == "Opaque"
+    assert stored["metadata"]["name"] == NAME
+    assert stored["metadata"]["annotations"] == {"coyote.dev/runtime-id": RUNTIME}
+    assert stored["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "coyote"
+    assert base64.b64decode(stored["data"]["COYOTE_REDIS_URL"]).decode() == BOT_REDIS_URL
+    sent = create.calls.last.request.content.decode()
+    assert "d3adb33f" not in sent  # the password is nowhere in the Deployment
+    template = body_of(create.calls.last.request)["spec"]["template"]
+    [container] = template["spec"]["containers"]
+    # The backend's own COYOTE_REDIS_URL gives way to the runtime's: one entry, from the Secret.
+    assert container["env"] == [
+        {"name": "COYOTE_KAFKA_BOOTSTRAP", "value": "kafka:9092"},
+        {
+            "name": "COYOTE_REDIS_URL",
+            "valueFrom": {"secretKeyRef": {"name": NAME, "key": "COYOTE_REDIS_URL"}},
+        },
+    ]
+    assert re.fullmatch(
+        r"[0-9a-f]{64}", template["metadata"]["annotations"]["coyote.dev/secret-env-sha256"]
+    )
+
+
+def test_launch_replaces_an_existing_secret_without_reading_it(
+    api: respx.MockRouter, backend: KubernetesBackend
+) -> None:
+    api.post(CONFIGMAPS).mock(side_effect=echo_created)
+    api.post(SECRETS).respond(
+        409, json=status(409, "AlreadyExists", f'secrets "{NAME}" already exists')
+    )
+    replace = api.put(f"{SECRETS}/{NAME}").mock(side_effect=echo_created)
+    read = api.get(f"{SECRETS}/{NAME}")
+    api.post(DEPLOYMENTS).mock(side_effect=echo_created)
+
+    backend.launch(make_spec(secret_env=SECRET_ENV))
+
+    body = body_of(replace.calls.last.request)
+    assert "resourceVersion" not in body["metadata"]  # Secrets allow unconditional updates
+    assert base64.b64decode(body["data"]["COYOTE_REDIS_URL"]).decode() == BOT_REDIS_URL
+    assert not read.called
+
+
+def test_a_changed_secret_env_changes_the_pod_template_and_rolls_the_pod(
+    api: respx.MockRouter, backend: KubernetesBackend
+) -> None:
+    api.post(CONFIGMAPS).mock(side_effect=echo_created)
+    api.post(SECRETS).mock(side_effect=echo_created)
+    create = api.post(DEPLOYMENTS).mock(side_effect=echo_created)
+
+    backend.launch(make_spec(secret_env=SECRET_ENV))
+    backend.launch(make_spec(secret_env=SECRET_ENV))
+    backend.launch(make_spec(secret_env={"COYOTE_REDIS_URL": BOT_REDIS_URL + "?x=1"}))
+
+    first, again, changed = (body_of(call.request)["spec"]["template"] for call in create.calls)
+    assert first == again
+    assert first != changed
+
+
+def test_a_refused_secret_names_the_missing_rbac_rule(
+    api: respx.MockRouter, backend: KubernetesBackend
+) -> None:
+    api.post(CONFIGMAPS).mock(side_effect=echo_created)
+    api.post(SECRETS).respond(403, json=status(403, "Forbidden", "forbidden"))
+    create = api.post(DEPLOYMENTS)
+
+    with pytest.raises(BackendError) as raised:
+        backend.launch(make_spec(secret_env=SECRET_ENV))
+
+    assert 'resources: ["secrets"], verbs: ["create"]' in str(raised.value)
+    assert not create.called  # no pod that could not start
+
+
 def test_oversize_bundle_is_refused_without_any_request(
     api: respx.MockRouter, backend: KubernetesBackend
 ) -> None:
@@ -851,25 +941,31 @@ def test_terminate_an_absent_deployment_does_nothing(
     assert not pods.called
 
 
-def test_remove_deletes_the_deployment_in_the_foreground(
+def test_remove_deletes_the_deployment_in_the_foreground_and_its_secret(
     api: respx.MockRouter, backend: KubernetesBackend
 ) -> None:
     delete = api.delete(
         f"{DEPLOYMENTS}/{NAME}", params={"propagationPolicy": "Foreground"}
     ).respond(200, json=deployment(metadata={"deletionTimestamp": "2024-05-01T10:00:00Z"}))
+    secret = api.delete(f"{SECRETS}/{NAME}").respond(200, json=status(200, "", ""))
     configmaps = api.delete(url__regex=rf"{CONFIGMAPS}.*")
 
     backend.remove(RUNTIME)
 
     assert delete.call_count == 1
+    assert secret.call_count == 1
     assert not configmaps.called
 
 
-def test_remove_an_absent_deployment_is_fine(
+def test_remove_an_absent_deployment_and_secret_is_fine(
     api: respx.MockRouter, backend: KubernetesBackend
 ) -> None:
     api.delete(f"{DEPLOYMENTS}/{NAME}").respond(404, json=not_found("deployments", NAME))
+    secret = api.delete(f"{SECRETS}/{NAME}").respond(404, json=not_found("secrets", NAME, ""))
+
     backend.remove(RUNTIME)
+
+    assert secret.call_count == 1
 
 
 # -- LOGS ------------------------------------------------------------------------------------

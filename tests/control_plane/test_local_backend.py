@@ -53,7 +53,11 @@ def _limit(pid: int, name: str) -> str:
 
 
 def test_a_runtime_gets_no_control_plane_secrets_and_runs_under_its_limits(
-    backend: LocalBackend, tmp_path: Path, unique: str, redis_ts: tuple[redis.Redis, str]
+    backend: LocalBackend,
+    tmp_path: Path,
+    unique: str,
+    redis_ts: tuple[redis.Redis, str],
+    endpoints: Endpoints,
 ) -> None:
     bundle = buyer_bundle(tmp_path)
     spec = RuntimeSpec(
@@ -65,6 +69,7 @@ def test_a_runtime_gets_no_control_plane_secrets_and_runs_under_its_limits(
         params={},
         capital="1000",
         release="r1",
+        secret_env={"COYOTE_REDIS_URL": endpoints.redis_url},  # as the supervisor gives it
     )
 
     set_control_flag(redis_ts[0], spec.runtime_id, BotState.RUNNING, set_by="test")
@@ -82,7 +87,8 @@ def test_a_runtime_gets_no_control_plane_secrets_and_runs_under_its_limits(
     )
     assert not set(SECRETS) & set(environ)
     assert not any(value in environ.values() for value in SECRETS.values())
-    assert environ["COYOTE_REDIS_URL"] == backend.env["COYOTE_REDIS_URL"]
+    assert environ["COYOTE_KAFKA_BOOTSTRAP"] == backend.env["COYOTE_KAFKA_BOOTSTRAP"]
+    assert environ["COYOTE_REDIS_URL"] == endpoints.redis_url
     assert environ["PATH"] == os.environ["PATH"]
     assert _limit(pid, "Max address space") == str(1536 * 1024 * 1024)
     # Under its limits the bot runs: its heartbeat says so.

@@ -51,13 +51,6 @@ FAST = SupervisorSettings(
 
 
 @pytest.fixture
-def backend(tmp_path: Path, endpoints: Endpoints) -> Iterator[LocalBackend]:
-    local = LocalBackend(tmp_path / "runtimes", env=runtime_env(endpoints))
-    yield local
-    local.shutdown()
-
-
-@pytest.fixture
 def supervised(
     postgres: sqlalchemy.Engine, unique: str, backend: LocalBackend, tmp_path: Path
 ) -> Iterator[ControlPlaneUnderTest]:

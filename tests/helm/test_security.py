@@ -155,7 +155,11 @@ def test_database_urls_refer_to_the_password_variable_defined_before_them(
 
 def test_default_secrets_are_generated_and_appear_nowhere_else(default_objects: Objects) -> None:
     secrets = of_kind(default_objects, "Secret")
-    assert {s["metadata"]["name"] for s in secrets} == {"coyote-postgresql", "coyote-redis"}
+    assert {s["metadata"]["name"] for s in secrets} == {
+        "coyote-postgresql",
+        "coyote-redis",
+        "coyote-control-plane-redis-acl",
+    }
     values = [
         base64.b64decode(value).decode()
         for secret in secrets
@@ -187,6 +191,37 @@ def test_production_renders_no_secret_and_reads_the_existing_ones(
     )
     assert env["COYOTE_VAULT_AUTH"]["value"] == "kubernetes"
     assert "COYOTE_VAULT_TOKEN" not in env
+
+
+def test_the_supervisor_derives_bot_passwords_from_a_key_in_a_secret(
+    default_objects: Objects, production_objects: Objects, render: Callable[..., Objects]
+) -> None:
+    for rendered, secret in (
+        (default_objects, "coyote-control-plane-redis-acl"),
+        (production_objects, "coyote-redis-acl"),
+    ):
+        deployment = named(rendered, "Deployment", "coyote-control-plane")
+        env = env_of(pod_spec(deployment)["containers"][0])
+        assert env["COYOTE_CONTROL_PLANE_SUPERVISOR__REDIS_ACL_SECRET"]["valueFrom"] == {
+            "secretKeyRef": {"name": secret, "key": "redis-acl-key"}
+        }
+        config = named(rendered, "ConfigMap", "coyote-control-plane")["data"]
+        assert config["COYOTE_CONTROL_PLANE_SUPERVISOR__REDIS_ACL"] == "true"
+    # The API-only replicas derive nothing.
+    reports = env_of(
+        pod_spec(named(default_objects, "Deployment", "coyote-reports"))["containers"][0]
+    )
+    assert "COYOTE_CONTROL_PLANE_SUPERVISOR__REDIS_ACL_SECRET" not in reports
+
+    off = render(sets=("controlPlane.supervisor.redisAcl.enabled=false",))
+
+    control_plane = pod_spec(named(off, "Deployment", "coyote-control-plane"))["containers"][0]
+    assert "COYOTE_CONTROL_PLANE_SUPERVISOR__REDIS_ACL_SECRET" not in env_of(control_plane)
+    assert "coyote-control-plane-redis-acl" not in {
+        s["metadata"]["name"] for s in of_kind(off, "Secret")
+    }
+    config = named(off, "ConfigMap", "coyote-control-plane")["data"]
+    assert config["COYOTE_CONTROL_PLANE_SUPERVISOR__REDIS_ACL"] == "false"
 
 
 def test_no_config_map_holds_a_credential(objects: Objects) -> None:
@@ -251,7 +286,7 @@ def test_the_supervisors_role_is_exactly_what_the_kubernetes_backend_needs(
     (role,) = of_kind(objects, "Role")
     expected = backend_rules()
 
-    assert len(expected) == 4
+    assert len(expected) == 5
     assert normalised(role["rules"]) == normalised(expected)
     assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in role["rules"])
 

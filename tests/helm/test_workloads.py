@@ -164,10 +164,13 @@ def test_the_supervisor_is_told_how_to_run_bots(
     data = named(production_objects, "ConfigMap", "coyote-control-plane")["data"]
     for key, value in data.items():
         monkeypatch.setenv(key, value)
+    # What the container's secretKeyRef adds from the Secret (see test_security.py).
+    monkeypatch.setenv("COYOTE_CONTROL_PLANE_SUPERVISOR__REDIS_ACL_SECRET", "from-the-secret")
 
     supervisor = Settings().supervisor
 
     assert supervisor.backend == "kubernetes"
+    assert supervisor.redis_acl is True
     assert supervisor.kubernetes_namespace == "coyote-bots"
     assert supervisor.kubernetes_image == "ghcr.io/coyote/coyote-bot:0.1.0"
     assert supervisor.kubernetes_service_account == "coyote-bot"

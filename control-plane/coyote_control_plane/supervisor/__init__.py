@@ -8,10 +8,12 @@ from coyote_control_plane.supervisor.backends import (
     RuntimeBackend,
     RuntimeSpec,
 )
+from coyote_control_plane.supervisor.intents import IntentProducer
 from coyote_control_plane.supervisor.local import LocalBackend
 
 __all__ = [
     "BackendError",
+    "IntentProducer",
     "LocalBackend",
     "LogChunk",
     "Observation",

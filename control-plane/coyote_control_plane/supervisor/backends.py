@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -36,6 +37,9 @@ class RuntimeSpec:
         require_signature: Whether the organisation runs signed bundles only (it has signing
             keys, revoked or not): the runtime then loads the bundle only with a
             ``signature`` by one of ``trusted_keys``.
+        secret_env: Environment variables of this runtime alone that hold credentials (its
+            ``COYOTE_REDIS_URL``, with its own Redis user); they override the backend's
+            ``env``, and the Kubernetes backend keeps them in a Secret.
     """
 
     runtime_id: str
@@ -49,6 +53,7 @@ class RuntimeSpec:
     signature: str | None = None
     trusted_keys: tuple[str, ...] = ()
     require_signature: bool = False
+    secret_env: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
 
     def command_args(self, bundle_path: str) -> list[str]:
         """The ``coyote-sdk run`` arguments that launch this runtime from ``bundle_path``."""

@@ -1,9 +1,11 @@
 """The Kubernetes runtime backend: each bot runtime is a one-replica Deployment.
 
 A launch puts the bundle into an immutable ConfigMap named after its digest (shared by every
-runtime of that bundle) and creates, or replaces, a Deployment that runs ``coyote-sdk run`` on
-it. Kubernetes then keeps the pod running and restarts it when it crashes
-(:attr:`KubernetesBackend.restarts_itself`); the supervisor only observes.
+runtime of that bundle), the runtime's credentials (:attr:`RuntimeSpec.secret_env`) into a
+Secret of its own, and creates, or replaces, a Deployment that runs ``coyote-sdk run`` on it
+with those credentials referenced, never written into it. Kubernetes then keeps the pod running
+and restarts it when it crashes (:attr:`KubernetesBackend.restarts_itself`); the supervisor only
+observes.
 
 The backend talks to the API server over plain HTTPS with :mod:`httpx` (no Kubernetes client
 library): a bearer token, the cluster's CA, 10 s timeouts. Inside a cluster,
@@ -14,6 +16,9 @@ The service account needs, in the bots' namespace (a ``Role``, not a ``ClusterRo
     - apiGroups: [""]
       resources: [configmaps]
       verbs: [create]
+    - apiGroups: [""]
+      resources: [secrets]
+      verbs: [create, update, delete]
     - apiGroups: [apps]
       resources: [deployments]
       verbs: [get, create, update, patch, delete]
@@ -74,6 +79,7 @@ LABEL_DIGEST_PREFIX = "coyote.dev/digest-prefix"
 ANNOTATION_RUNTIME_ID = "coyote.dev/runtime-id"
 ANNOTATION_RELEASE = "coyote.dev/release"
 ANNOTATION_DIGEST = "coyote.dev/bundle-digest"
+ANNOTATION_SECRET_CHECKSUM = "coyote.dev/secret-env-sha256"
 MANAGER = "coyote"
 
 TIMEOUT = httpx.Timeout(10.0)
@@ -202,8 +208,9 @@ class KubernetesBackend(RuntimeBackend):
         token: A bearer token for the API server.
         ca_cert: A PEM file of the CA that signed the API server's certificate (otherwise the
             system's CAs are trusted).
-        env: Environment of the runtime container (``COYOTE_KAFKA_BOOTSTRAP``,
-            ``COYOTE_REDIS_URL``, ...).
+        env: Environment of the runtime container without credentials
+            (``COYOTE_KAFKA_BOOTSTRAP``): these are written into the Deployment as they are.
+            A spec's ``secret_env`` goes over it, through a Secret.
         service_account: The pods' service account; without one the pods get no API token.
         resources: The container's ``resources`` (``requests``/``limits``) as Kubernetes takes
             them; without them the namespace's LimitRange (if any) applies.
@@ -328,7 +335,8 @@ class KubernetesBackend(RuntimeBackend):
     # -- the RuntimeBackend interface ------------------------------------------------------
 
     def launch(self, spec: RuntimeSpec) -> str:
-        """Stores the bundle in its ConfigMap and creates or replaces the runtime's Deployment.
+        """Stores the bundle in its ConfigMap, the spec's ``secret_env`` in the runtime's Secret,
+        and creates or replaces the runtime's Deployment.
 
         Replacing uses ``PUT`` with the ``resourceVersion`` just read rather than server-side
         apply: the supervisor is the Deployment's only owner, so a full replace (which also drops
@@ -357,6 +365,9 @@ class KubernetesBackend(RuntimeBackend):
         configmap = bundle_configmap_name(spec.digest)
         self._ensure_bundle(configmap, spec)
         name = deployment_name(spec.runtime_id)
+        if spec.secret_env:
+            # Before the Deployment: a pod whose Secret is missing cannot start.
+            self._write_secret(name, spec)
         body = self._deployment(name, configmap, spec)
         created = self._send("POST", self._apps_path("deployments"), json_body=body, allow=(409,))
         if created.status_code != 409:
@@ -448,7 +459,7 @@ class KubernetesBackend(RuntimeBackend):
             )
 
     def remove(self, runtime_id: str) -> None:
-        """Deletes the runtime's Deployment, its ReplicaSets and pods.
+        """Deletes the runtime's Deployment, its ReplicaSets and pods, and its Secret.
 
         ``Foreground`` propagation keeps the Deployment (marked for deletion) until its pods are
         gone, so a launch of the same runtime meanwhile is refused instead of starting a pod
@@ -459,12 +470,15 @@ class KubernetesBackend(RuntimeBackend):
         """
         # The bundle's ConfigMap stays: it is named by digest and shared by every runtime of the
         # same bundle, so deleting it here could pull it from under another Deployment.
+        name = deployment_name(runtime_id)
         self._send(
             "DELETE",
-            self._apps_path("deployments", deployment_name(runtime_id)),
+            self._apps_path("deployments", name),
             params={"propagationPolicy": "Foreground"},
             allow=(404,),
         )
+        # Pods read their environment when they start: the ones still stopping need it no more.
+        self._send("DELETE", self._core_path("secrets", name), allow=(404,))
 
     def logs(
         self, runtime_id: str, *, tail: int = 200, since_offset: int | None = None
@@ -557,6 +571,29 @@ class KubernetesBackend(RuntimeBackend):
         }
         self._send("POST", self._core_path("configmaps"), json_body=body, allow=(409,))
 
+    def _write_secret(self, name: str, spec: RuntimeSpec) -> None:
+        """Creates the runtime's Secret (named like its Deployment) holding its ``secret_env``,
+        or replaces it. Secrets may be replaced without their ``resourceVersion``, so the
+        supervisor never reads one: it has no ``get`` on Secrets, and can read none."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": self._labels(spec.runtime_id),
+                "annotations": {ANNOTATION_RUNTIME_ID: spec.runtime_id},
+            },
+            "type": "Opaque",
+            "data": {
+                key: base64.b64encode(value.encode()).decode("ascii")
+                for key, value in sorted(spec.secret_env.items())
+            },
+        }
+        created = self._send("POST", self._core_path("secrets"), json_body=body, allow=(409,))
+        if created.status_code == 409:
+            self._send("PUT", self._core_path("secrets", name), json_body=body)
+
     def _labels(self, runtime_id: str) -> dict[str, str]:
         return {
             LABEL_NAME: "coyote-bot",
@@ -575,13 +612,28 @@ class KubernetesBackend(RuntimeBackend):
             ANNOTATION_RELEASE: spec.release,
             ANNOTATION_DIGEST: spec.digest,
         }
+        template_annotations = dict(annotations)
+        env: list[dict[str, Any]] = [
+            {"name": key, "value": value}
+            for key, value in sorted(self.env.items())
+            if key not in spec.secret_env
+        ]
+        if spec.secret_env:
+            env += [
+                {"name": key, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
+                for key in sorted(spec.secret_env)
+            ]
+            # A pod reads its Secret only when it starts: a changed one must roll it.
+            template_annotations[ANNOTATION_SECRET_CHECKSUM] = hashlib.sha256(
+                json.dumps(dict(spec.secret_env), sort_keys=True).encode()
+            ).hexdigest()
         container: dict[str, Any] = {
             "name": CONTAINER,
             "image": self.image,
             "imagePullPolicy": self.image_pull_policy,
             "command": ["coyote-sdk"],
             "args": spec.command_args(f"{BUNDLE_DIR}/{BUNDLE_FILE}"),
-            "env": [{"name": key, "value": value} for key, value in sorted(self.env.items())],
+            "env": env,
             "volumeMounts": [
                 {"name": "bundle", "mountPath": BUNDLE_DIR, "readOnly": True},
                 {"name": "tmp", "mountPath": "/tmp"},
@@ -634,7 +686,7 @@ class KubernetesBackend(RuntimeBackend):
                     }
                 },
                 "template": {
-                    "metadata": {"labels": labels, "annotations": annotations},
+                    "metadata": {"labels": labels, "annotations": template_annotations},
                     "spec": pod_spec,
                 },
             },

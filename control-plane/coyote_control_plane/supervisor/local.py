@@ -5,8 +5,9 @@ meant for the control plane does not reach the bots, and a restarted control pla
 runtimes still running (their pid files say which). Output goes to one log file per runtime.
 
 A runtime does not inherit the control plane's environment, which holds its database URL and
-Vault token: it gets the few variables a process needs (:data:`INHERITED`) and the stack's
-endpoints. It caps its own memory, open files and (optionally) CPU time before it loads the
+Vault token: it gets the few variables a process needs (:data:`INHERITED`), the stack's
+endpoints and its own credentials (:attr:`RuntimeSpec.secret_env`: a Redis URL with a user of
+its own). It caps its own memory, open files and (optionally) CPU time before it loads the
 bundle (:class:`~coyote_sdk.runtime.ProcessLimits`).
 """
 
@@ -39,7 +40,8 @@ class LocalBackend(RuntimeBackend):
 
     Args:
         home: Where bundles, pid files and logs are kept.
-        env: The runtimes' environment (the stack's endpoints), besides :data:`INHERITED`.
+        env: The runtimes' environment (the stack's endpoints), besides :data:`INHERITED`;
+            each spec's ``secret_env`` goes over it.
         python: The interpreter that runs them; this one by default.
         limits: Each runtime's resource limits.
     """
@@ -92,7 +94,7 @@ class LocalBackend(RuntimeBackend):
                     *self.limits.command_args(),
                 ],
                 cwd=workdir,  # no stray .env of the control plane's folder is read
-                env={**_inherited(), **self.env, "PYTHONUNBUFFERED": "1"},
+                env={**_inherited(), **self.env, **spec.secret_env, "PYTHONUNBUFFERED": "1"},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -69,6 +69,16 @@ annotations:
 {{- printf "%s-control-plane" (include "coyote.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* coyote.controlPlane.redisAclSecretName: the Secret of the key the bots' Redis passwords are derived from. */}}
+{{- define "coyote.controlPlane.redisAclSecretName" -}}
+{{- default (printf "%s-redis-acl" (include "coyote.controlPlane.fullname" .)) .Values.controlPlane.supervisor.redisAcl.existingSecret -}}
+{{- end -}}
+
+{{/* coyote.controlPlane.redisAcl: "true" when the supervisor gives each bot its own Redis user. */}}
+{{- define "coyote.controlPlane.redisAcl" -}}
+{{- ternary "true" "" (and (eq .Values.controlPlane.supervisor.backend "kubernetes") .Values.controlPlane.supervisor.redisAcl.enabled) -}}
+{{- end -}}
+
 {{/* coyote.reports.fullname: the reports API's objects. */}}
 {{- define "coyote.reports.fullname" -}}
 {{- printf "%s-reports" (include "coyote.fullname" .) | trunc 63 | trimSuffix "-" -}}

@@ -4,6 +4,10 @@ Bars arrive by Redis pub/sub, intents leave through Kafka's idempotent producer 
 account, execution reports come back from Kafka and drive the portfolio and ``on_fill``. The
 control flag in Redis gates every intent, failing safe: a flag that is missing, not
 ``running``, or unreadable for longer than ``flag_stale_s`` lets nothing out.
+
+Under the supervisor the runtime's Redis user may run exactly the commands on exactly the keys
+and channels used here (``docs/runtime.md``, "What it does in Redis"): a new one must also be
+allowed in ``coyote_control_plane.supervisor.redis_acl``.
 """
 
 from __future__ import annotations
@@ -450,17 +454,18 @@ class BotRuntime:
             if bot_class.on_tick is not Bot.on_tick  # only bots that want ticks pay for them
         }
         channels += sorted(ticks)
+        # The bot's own flag channel: the only control channel its Redis user may follow.
+        control = protocol.control_channel(self.options.bot_id)
         while True:
             pubsub = client.pubsub()
             try:
-                await pubsub.subscribe(protocol.CONTROL_CHANNEL, *channels)
+                await pubsub.subscribe(control, *channels)
                 async for message in pubsub.listen():
                     if message["type"] != "message":
                         continue
                     channel = message["channel"].decode()
-                    if channel == protocol.CONTROL_CHANNEL:
-                        if message["data"].decode() == self.options.bot_id:
-                            await self._read_flag(client)
+                    if channel == control:
+                        await self._read_flag(client)
                         continue
                     kind, message_type = ("tick", Trade) if channel in ticks else ("bar", Bar)
                     try:

@@ -34,6 +34,7 @@ from coyote_control_plane.models import (
     DeploymentPublic,
     DeploymentRelease,
     DeploymentReleasePublic,
+    DeploymentUpdate,
     DesiredState,
     Release,
     ReleaseChange,
@@ -88,6 +89,7 @@ def deployment_public(
         digest=version.digest,
         params=release.params,
         capital=deployment.capital,
+        cancel_orders_on_heartbeat_loss=deployment.cancel_orders_on_heartbeat_loss,
         desired=deployment.desired,
         status=deployment.status,
         status_detail=deployment.status_detail,
@@ -169,6 +171,7 @@ def create_deployment(
         account_id=account.id,  # type: ignore[arg-type]
         release_id=release.id,  # type: ignore[arg-type]
         capital=body.capital,
+        cancel_orders_on_heartbeat_loss=body.cancel_orders_on_heartbeat_loss,
         desired=DesiredState.RUNNING if body.start else DesiredState.STOPPED,
         status=RuntimeStatus.PENDING if body.start else RuntimeStatus.STOPPED,
         status_ms=now,
@@ -195,6 +198,7 @@ def create_deployment(
         account=account.name,
         release=release.number,
         capital=body.capital,
+        cancel_orders_on_heartbeat_loss=body.cancel_orders_on_heartbeat_loss,
         start=body.start,
     )
     session.commit()
@@ -210,6 +214,32 @@ def get_deployment(
     return deployment_public(
         session, find_deployment(session, principal.org_id, name), context.redis
     )
+
+
+@router.patch("/{name}", responses=responses(404, 422))
+def update_deployment(
+    name: DeploymentName,
+    body: DeploymentUpdate,
+    session: SessionDep,
+    principal: Trader,
+    context: ContextDep,
+) -> DeploymentPublic:
+    """Changes the deployment's settings: ``cancel_orders_on_heartbeat_loss`` (the supervisor
+    reads it at the moment of a loss, so a change applies to a running bot at once)."""
+    deployment = find_deployment(session, principal.org_id, name)
+    # An explicit null means "leave it", as an omitted field does.
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    before = {field: getattr(deployment, field) for field in changes}
+    for field, value in changes.items():
+        setattr(deployment, field, value)
+    if changes != before:
+        deployment.updated_ms = now_ms()
+        session.add(deployment)
+        principal.audit(
+            session, "deployment.update", f"deployment/{name}", before=before, after=changes
+        )
+        session.commit()
+    return deployment_public(session, deployment, context.redis)
 
 
 # Which desired states each action may start from.

@@ -28,8 +28,8 @@ export async function api(path, { method = 'GET', body, query, text = false } = 
 /** A call whose failure means "nothing to show" (the reports may be unavailable). */
 export const optional = (path, query) => api(path, { query }).catch(() => null);
 
-const KINDS = ['bot.status', 'bot.crashed', 'bot.failed', 'order.update', 'fill', 'risk.rejection',
-  'alert', 'kill_switch.tripped', 'kill_switch.reset'];
+const KINDS = ['bot.status', 'bot.crashed', 'bot.failed', 'bot.orders_cancelled', 'order.update', 'fill',
+  'risk.rejection', 'alert', 'kill_switch.tripped', 'kill_switch.reset'];
 
 /**
  * The organisation's live events (Server-Sent Events). The browser reconnects a dropped

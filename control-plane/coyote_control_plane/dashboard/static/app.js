@@ -110,7 +110,7 @@ function start(me) {
 }
 
 // What anyone watching should hear of, on whichever page.
-for (const kind of ['bot.crashed', 'bot.failed', 'alert', 'kill_switch.tripped', 'kill_switch.reset']) {
+for (const kind of ['bot.crashed', 'bot.failed', 'bot.orders_cancelled', 'alert', 'kill_switch.tripped', 'kill_switch.reset']) {
   live.on(kind, (e) => toast(e.deployment ? `${e.deployment}: ${e.message}` : e.message, kind.endsWith('reset') ? 'info' : 'error'));
 }
 addEventListener('hashchange', route);
