@@ -54,7 +54,9 @@ bench: install
 	$(BIN)/python bench/backtest.py
 	$(BIN)/python bench/hotpath.py
 	$(BIN)/python bench/risk.py
+	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/reports.py
+	$(BIN)/python bench/e2e.py
 
 ## clean: stop the stack and remove everything it and the build wrote
 clean:
