@@ -126,6 +126,7 @@ async def serve(
             instance_id=settings.instance_id,
             batch_size=settings.batch_size,
             reconcile_interval_s=settings.reconcile_interval_s,
+            positions_interval_s=settings.positions_interval_s,
             broker_failure_limit=settings.broker_failure_limit,
             dedupe_window=settings.dedupe_window,
             halts_refresh_s=settings.halts_refresh_s,

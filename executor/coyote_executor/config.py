@@ -34,6 +34,8 @@ class Settings(CoyoteSettings):
     """Most intents handled in one step (one database transaction, one Kafka transaction)."""
     reconcile_interval_s: float = Field(default=5.0, gt=0)
     """How often open orders are compared with the brokers."""
+    positions_interval_s: float = Field(default=60.0, gt=0)
+    """How often positions are compared with the brokers (drift alerts)."""
     broker_failure_limit: int = Field(default=5, ge=1)
     """Consecutive failed broker calls that open an account's broker circuit (HALTED)."""
     dedupe_window: int = Field(default=100_000, ge=1)

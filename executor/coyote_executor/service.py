@@ -116,7 +116,9 @@ class ExecutorOptions:
         instance_id: This executor's stable name (a pod name); its transactional id is
             ``{group_id}-{instance_id}``, so a restarted instance fences its predecessor.
         batch_size: Most intent records handled in one step.
-        reconcile_interval_s: How often open orders and positions are compared with brokers.
+        reconcile_interval_s: How often open orders are compared with brokers.
+        positions_interval_s: How often positions are compared with brokers (a broker may
+            answer that from every order the account ever placed: the paper broker does).
         broker_failure_limit: Consecutive failed broker calls after which an account's broker
             circuit opens: the account goes HALTED and an alert is raised.
         dedupe_window: Intent ids remembered in memory before the database is asked.
@@ -136,6 +138,7 @@ class ExecutorOptions:
     instance_id: str = "0"
     batch_size: int = 500
     reconcile_interval_s: float = 5.0
+    positions_interval_s: float = 60.0
     broker_failure_limit: int = 5
     dedupe_window: int = 100_000
     max_intent_age_ms: int | None = 60_000
@@ -251,6 +254,7 @@ class Executor:
         self._consumer: AIOKafkaConsumer | None = None
         self._last_reconcile = 0.0
         self._last_counted = 0.0
+        self._last_position_check = 0.0
         self._halts: dict[str, Halt] = {}
         """Kill switches in force here, by hash field (``account:<id>``, ``bot:<id>``)."""
         self._halt_values: dict[str, bytes] = {}
@@ -290,6 +294,9 @@ class Executor:
             transactional_id=f"{self.options.group_id}-{self.options.instance_id}",
             enable_idempotence=True,
             acks="all",
+            # A transaction begun while the previous one is still completing at the broker
+            # waits this long to retry; aiokafka's 100 ms default added as much to most steps.
+            retry_backoff_ms=20,
         )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
@@ -1002,9 +1009,13 @@ class Executor:
             answered.append(account)
         await self._record(changes, stop)
         await self._publish_outbox(stop)
+        compare = time.monotonic() - self._last_position_check >= self.options.positions_interval_s
+        if compare:
+            self._last_position_check = time.monotonic()
         for account in answered:
             self._broker_answered(account)
-            await self._compare_positions(account, stop)
+            if compare:
+                await self._compare_positions(account, stop)
 
     async def _reconcile_orders(
         self, account: _Account, changes: Changes, now: int, *, resubmit: bool

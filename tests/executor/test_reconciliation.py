@@ -49,7 +49,14 @@ async def harness(
     endpoints: Endpoints, unique: str, tmp_path: Path
 ) -> AsyncIterator[ExecutorHarness]:
     harness = ExecutorHarness(
-        endpoints, unique, tmp_path, options={"broker_failure_limit": 2, "max_intent_age_ms": 2000}
+        endpoints,
+        unique,
+        tmp_path,
+        options={
+            "broker_failure_limit": 2,
+            "max_intent_age_ms": 2000,
+            "positions_interval_s": 0.5,
+        },
     )
     await harness.setup()
     harness.trade("EURUSD", "1.07500")
