@@ -1,8 +1,9 @@
-"""Reading bars from CSV files, for backtests and replay feeds.
+"""Reading bars and trades (ticks) from CSV files, for backtests and replay feeds.
 
-The format is the common one of backtesting.py and most data vendors: a header row, a timestamp
-in the first column (ISO date or date-time, UTC), then ``Open,High,Low,Close,Volume`` in any
-letter case. Rows must be in time order.
+Bars: the format of backtesting.py and most data vendors — a header row, a timestamp in the first
+column (ISO date or date-time, UTC), then ``Open,High,Low,Close,Volume`` in any letter case, rows
+in time order. Trades: a header row, the timestamp first (ISO, UTC, or epoch milliseconds), then
+``Price`` and ``Size`` (or ``Volume``/``Quantity``), rows in time order (equal times allowed).
 """
 
 from __future__ import annotations
@@ -14,13 +15,92 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from coyote_sdk.protocol import Bar, ProtocolError, Timeframe
+from coyote_sdk.protocol import Bar, ProtocolError, Timeframe, Trade
 
 _COLUMNS = ("open", "high", "low", "close", "volume")
 
 
+_SIZE_COLUMNS = ("size", "volume", "quantity", "qty")
+
+
 class CsvDataError(ValueError):
     """A CSV file that cannot be read as bars; the message names the file and the line."""
+
+
+def csv_kind(path: str | Path) -> str:
+    """``bars`` or ``ticks``: what the file's header says it holds."""
+    header = [column.lower() for column in _rows(Path(path))[0]]
+    if all(column in header for column in _COLUMNS[:4]):
+        return "bars"
+    if "price" in header:
+        return "ticks"
+    raise CsvDataError(
+        f"{path}: the header names neither bars (Open, High, Low, Close, Volume) nor trades "
+        f"(Price, Size); found {header}"
+    )
+
+
+def read_trades_csv(
+    path: str | Path, *, symbol: str | None = None, venue: str = "csv"
+) -> list[Trade]:
+    """Reads a CSV of trades (see the module's docstring).
+
+    Raises:
+        CsvDataError: naming the file, line and problem.
+    """
+    path = Path(path)
+    symbol = symbol or path.stem.upper()
+    rows = _rows(path)
+    header = [column.lower() for column in rows[0]]
+    try:
+        price_at = header.index("price")
+        size_at = next(header.index(c) for c in _SIZE_COLUMNS if c in header)
+    except (ValueError, StopIteration) as exc:
+        raise CsvDataError(f"{path}: the header must name Price and Size; found {rows[0]}") from exc
+    trades: list[Trade] = []
+    for line, row in enumerate(rows[1:], start=2):
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        try:
+            ts_ms = _timestamp_ms(row[0])
+            trade = Trade(
+                symbol=symbol,
+                venue=venue,
+                ts_ms=ts_ms,
+                price=Decimal(row[price_at]),
+                size=Decimal(row[size_at]),
+            )
+        except (ValueError, IndexError, InvalidOperation, ProtocolError) as exc:
+            raise CsvDataError(
+                f"{path}:{line}: not a timestamp, a price and a size: {row}"
+            ) from exc
+        if trades and ts_ms < trades[-1].ts_ms:
+            raise CsvDataError(f"{path}:{line}: {row[0]} is before the row before it")
+        trades.append(trade)
+    if not trades:
+        raise CsvDataError(f"{path}: no rows of data")
+    return trades
+
+
+def _rows(path: Path) -> list[list[str]]:
+    try:
+        with path.open(newline="") as f:
+            rows = [[cell.strip() for cell in row] for row in csv.reader(f)]
+    except OSError as exc:
+        raise CsvDataError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if not rows:
+        raise CsvDataError(f"{path}: the file is empty")
+    return rows
+
+
+def _timestamp_ms(text: str) -> int:
+    """ISO date-time (UTC unless it says otherwise) or epoch milliseconds."""
+    if text.isdigit():
+        return int(text)
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
 
 
 def read_bars_csv(
@@ -44,14 +124,8 @@ def read_bars_csv(
     """
     path = Path(path)
     symbol = symbol or path.stem.upper()
-    try:
-        with path.open(newline="") as f:
-            rows = list(csv.reader(f))
-    except OSError as exc:
-        raise CsvDataError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    if not rows:
-        raise CsvDataError(f"{path}: the file is empty")
-    header = [column.strip().lower() for column in rows[0]]
+    rows = _rows(path)
+    header = [column.lower() for column in rows[0]]
     try:
         indexes = [header.index(column) for column in _COLUMNS]
     except ValueError as exc:
@@ -65,13 +139,10 @@ def read_bars_csv(
         if not row or not any(cell.strip() for cell in row):
             continue
         try:
-            moment = datetime.fromisoformat(row[0].strip())
+            ts_ms = _timestamp_ms(row[0])
             values = [Decimal(row[i]) for i in indexes]
         except (ValueError, IndexError, InvalidOperation) as exc:
             raise CsvDataError(f"{path}:{line}: not a timestamp and five numbers: {row}") from exc
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        ts_ms = int(moment.timestamp() * 1000)
         if parsed and ts_ms <= parsed[-1][0]:
             raise CsvDataError(f"{path}:{line}: {row[0]} is not after the row before it")
         parsed.append((ts_ms, values))

@@ -7,7 +7,7 @@ import dataclasses
 import heapq
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -16,7 +16,15 @@ from coyote_sdk.backtest._risk import RiskGate
 from coyote_sdk.backtest._stats import RoundTrip, Statistics, TradeTracker, statistics
 from coyote_sdk.bot import Bot
 from coyote_sdk.portfolio import Fill, Portfolio
-from coyote_sdk.protocol import Bar, ExecType, ExecutionReport, NewOrder, OrderIntent, Timeframe
+from coyote_sdk.protocol import (
+    Bar,
+    ExecType,
+    ExecutionReport,
+    NewOrder,
+    OrderIntent,
+    Timeframe,
+    Trade,
+)
 from coyote_sdk.state import MemoryState
 
 logger = logging.getLogger("coyote.bot")
@@ -57,6 +65,8 @@ class BacktestResult:
     intents: list[OrderIntent]
     stats: Statistics
     bars: int
+    ticks: int = 0
+    """Trades the bot saw (a backtest on ticks)."""
 
 
 class _Context:
@@ -93,33 +103,77 @@ class _Context:
 
 
 class Backtest:
-    """Runs a bot over historical bars.
+    """Runs a bot over historical bars, or over trades (ticks).
+
+    With ``ticks``, the bot sees what it sees live: ``on_tick`` for every trade, and ``on_bar``
+    for the bars of its timeframe that the trades make up, each when its symbol's first trade
+    of the next bar arrives (as RedisTimeSeries' compaction closes a bucket), the last ones at
+    the end. Orders then fill at trade prices: a market order at the next trade (``next_open``)
+    or at the trade it was placed on (``close``), resting orders when a trade reaches them.
 
     Args:
         bot: The bot, constructed with its parameters.
         bars: Bars of the bot's symbols, each symbol's in time order.
+        ticks: Trades of the bot's symbols, each symbol's in time order (instead of bars).
         config: Cash and fill model.
     """
 
     def __init__(
-        self, bot: Bot, bars: Iterable[Bar], *, config: BacktestConfig | None = None
+        self,
+        bot: Bot,
+        bars: Iterable[Bar] = (),
+        *,
+        ticks: Iterable[Trade] = (),
+        config: BacktestConfig | None = None,
     ) -> None:
         self.bot = bot
         self.config = config or BacktestConfig()
         by_symbol: dict[str, list[Bar]] = {}
         for bar in bars:
             by_symbol.setdefault(bar.symbol, []).append(bar)
-        missing = [s for s in type(bot).symbols if s not in by_symbol]
+        trades: dict[str, list[Trade]] = {}
+        for trade in ticks:
+            trades.setdefault(trade.symbol, []).append(trade)
+        if by_symbol and trades:
+            raise ValueError("give a backtest bars or ticks, not both")
+        data = "ticks" if trades else "bars"
+        given = trades.keys() or by_symbol.keys()
+        missing = [s for s in type(bot).symbols if s not in given]
         if missing:
-            raise ValueError(f"no bars for {bot.name}'s symbols {missing}")
-        unknown = sorted(set(by_symbol) - set(type(bot).symbols))
+            raise ValueError(f"no {data} for {bot.name}'s symbols {missing}")
+        unknown = sorted(set(given) - set(type(bot).symbols))
         if unknown:
-            raise ValueError(f"bars of {unknown}, which are not among {bot.name}'s symbols")
+            raise ValueError(f"{data} of {unknown}, which are not among {bot.name}'s symbols")
         self._bars = by_symbol
+        self._ticks = trades
+
+    def _events(self) -> Iterator[Bar | Trade]:
+        """The data in time order: bars by their close, or trades with the bars they make."""
+        if not self._ticks:
+            timeframe_ms = {s: bars[0].timeframe.milliseconds for s, bars in self._bars.items()}
+            yield from heapq.merge(
+                *self._bars.values(), key=lambda b: (b.ts_ms + timeframe_ms[b.symbol], b.symbol)
+            )
+            return
+        timeframe = Timeframe(type(self.bot).timeframe)
+        forming: dict[str, _FormingBar] = {}
+        for trade in heapq.merge(*self._ticks.values(), key=lambda t: t.ts_ms):
+            start = trade.ts_ms - trade.ts_ms % timeframe.milliseconds
+            bar = forming.get(trade.symbol)
+            if bar is not None and bar.start != start:
+                yield bar.finished(timeframe)
+                bar = None
+            if bar is None:
+                forming[trade.symbol] = _FormingBar(trade, start)
+            else:
+                bar.add(trade)
+            yield trade
+        for bar in sorted(forming.values(), key=lambda b: (b.start, b.symbol)):
+            yield bar.finished(timeframe)
 
     def run(self, *, progress: Callable[[int, int], None] | None = None) -> BacktestResult:
-        """Runs the bot from the first bar to the last; ``progress(done, total)`` is called
-        now and then on long runs."""
+        """Runs the bot from the first bar (or trade) to the last; ``progress(done, total)`` is
+        called now and then on long runs."""
         bot, config = self.bot, self.config
         portfolio = Portfolio(config.cash)
         ctx = _Context(bot.name, config.account_id, portfolio)
@@ -134,7 +188,7 @@ class Backtest:
         loop = asyncio.new_event_loop() if type(bot)._async_handlers else None
         call = _caller(bot, loop)
         gate = RiskGate(config.risk) if config.risk is not None else None
-        timeframe_ms = {s: bars[0].timeframe.milliseconds for s, bars in self._bars.items()}
+        from_ticks = bool(self._ticks)
 
         def dispatch(batch: list[ExecutionReport]) -> None:
             for report in batch:
@@ -150,22 +204,50 @@ class Backtest:
                 if report.exec_type is ExecType.TRADE:
                     call("on_fill", report)
 
+        def send_outbox(last_bar: Mapping[str, Bar]) -> None:
+            pending, ctx.outbox = ctx.outbox, []
+            for intent in pending:
+                intents.append(intent)
+                refusal = (
+                    gate.check(intent)
+                    if gate is not None and isinstance(intent, NewOrder)
+                    else None
+                )
+                if refusal is not None:
+                    dispatch([refusal])
+                    continue
+                dispatch(broker.submit(intent, last_bar.get(getattr(intent, "symbol", ""))))
+
         bot._bind(ctx)
         try:
             call("on_start")
-            stream = heapq.merge(
-                *self._bars.values(), key=lambda b: (b.ts_ms + timeframe_ms[b.symbol], b.symbol)
-            )
-            total = sum(len(b) for b in self._bars.values())
+            total = sum(map(len, self._ticks.values())) or sum(map(len, self._bars.values()))
             step = max(1, total // 100)
-            count = 0
+            count = bar_count = 0
             last_bar: dict[str, Bar] = {}
             history_of = ctx.history_of
-            for bar in stream:
-                symbol = bar.symbol
-                close_ms = bar.ts_ms + timeframe_ms[symbol]
+            for event in self._events():
+                count += 1
+                if progress is not None and count % step == 0:
+                    progress(count, total)
+                symbol = event.symbol
+                if isinstance(event, Trade):
+                    # A trade is a bar of one price to the simulated broker: resting orders
+                    # fill when it reaches them, market orders at the next one.
+                    ctx.clock_ms = event.ts_ms
+                    point = _point_bar(event)
+                    if broker.working_orders:
+                        dispatch(broker.on_bar(point))
+                    ctx.last[symbol] = event.price
+                    last_bar[symbol] = point
+                    call("on_tick", event)
+                    if ctx.outbox:
+                        send_outbox(last_bar)
+                    continue
+                bar = event
+                close_ms = bar.ts_ms + bar.timeframe.milliseconds
                 ctx.clock_ms = bar.ts_ms
-                if broker.working_orders:
+                if broker.working_orders and not from_ticks:
                     dispatch(broker.on_bar(bar))
                 key = (symbol, bar.timeframe)
                 window = history_of.get(key)
@@ -173,32 +255,20 @@ class Backtest:
                     window = history_of[key] = deque(maxlen=HISTORY_LIMIT)
                 window.append(bar)
                 ctx.last[symbol] = bar.close
-                last_bar[symbol] = bar
+                if not from_ticks:
+                    last_bar[symbol] = bar
                 ctx.clock_ms = close_ms
                 ctx.bar_ts_ms = bar.ts_ms
                 call("on_bar", bar)
                 ctx.bar_ts_ms = None
                 if ctx.outbox:
-                    pending, ctx.outbox = ctx.outbox, []
-                    for intent in pending:
-                        intents.append(intent)
-                        refusal = (
-                            gate.check(intent)
-                            if gate is not None and isinstance(intent, NewOrder)
-                            else None
-                        )
-                        if refusal is not None:
-                            dispatch([refusal])
-                            continue
-                        dispatch(broker.submit(intent, last_bar.get(getattr(intent, "symbol", ""))))
+                    send_outbox(last_bar)
                 equity.append((close_ms, portfolio.equity(ctx.last)))
                 if gate is not None:
                     gate.on_bar(bar, close_ms, float(equity[-1][1]), ctx.bot_id)
                 if any(positions.values()):
                     exposed_bars += 1
-                count += 1
-                if progress is not None and count % step == 0:
-                    progress(count, total)
+                bar_count += 1
             call("on_stop")
         finally:
             bot._bind(None)
@@ -215,15 +285,61 @@ class Backtest:
             reports=reports,
             intents=intents,
             stats=statistics(config.cash, equity, tracker.trades, exposed_bars, fills),
-            bars=count,
+            bars=bar_count,
+            ticks=count - bar_count,
         )
+
+
+class _FormingBar:
+    """A bar being made from trades."""
+
+    __slots__ = ("close", "high", "low", "open", "start", "symbol", "venue", "volume")
+
+    def __init__(self, trade: Trade, start: int) -> None:
+        self.symbol, self.venue, self.start = trade.symbol, trade.venue, start
+        self.open = self.high = self.low = self.close = trade.price
+        self.volume = trade.size
+
+    def add(self, trade: Trade) -> None:
+        self.high = max(self.high, trade.price)
+        self.low = min(self.low, trade.price)
+        self.close = trade.price
+        self.volume += trade.size
+
+    def finished(self, timeframe: Timeframe) -> Bar:
+        return Bar(
+            symbol=self.symbol,
+            venue=self.venue,
+            timeframe=timeframe,
+            ts_ms=self.start,
+            open=self.open,
+            high=self.high,
+            low=self.low,
+            close=self.close,
+            volume=self.volume,
+        )
+
+
+def _point_bar(trade: Trade) -> Bar:
+    """A trade as the simulated broker matches it: a bar of that one price."""
+    return Bar(
+        symbol=trade.symbol,
+        venue=trade.venue,
+        timeframe=Timeframe.M1,
+        ts_ms=trade.ts_ms,
+        open=trade.price,
+        high=trade.price,
+        low=trade.price,
+        close=trade.price,
+        volume=trade.size,
+    )
 
 
 def _caller(bot: Bot, loop: asyncio.AbstractEventLoop | None) -> Callable[..., None]:
     """Calls a handler by name, running it to completion if it is ``async``."""
     handlers = {
         name: getattr(bot, name)
-        for name in ("on_start", "on_bar", "on_order_update", "on_fill", "on_stop")
+        for name in ("on_start", "on_bar", "on_tick", "on_order_update", "on_fill", "on_stop")
     }
     asynchronous = type(bot)._async_handlers
 
@@ -243,7 +359,8 @@ def run_backtest(
     *,
     config: BacktestConfig | None = None,
 ) -> BacktestResult:
-    """Runs ``bot`` over ``bars`` (a sequence, or sequences by symbol) and returns the result."""
+    """Runs ``bot`` over ``bars`` (a sequence, or sequences by symbol) and returns the result;
+    :class:`Backtest` also takes ticks."""
     flat: Iterable[Bar] = (
         [b for series in bars.values() for b in series] if isinstance(bars, Mapping) else bars
     )

@@ -12,6 +12,7 @@ from coyote_sdk.protocol import Side
 
 ZERO = Decimal(0)
 _YEAR_MS = 365.25 * 86_400_000
+_DAY_YEARS = 1 / 365.25
 
 
 @dataclasses.dataclass
@@ -150,12 +151,14 @@ def statistics(
     fills: Sequence[Fill],
 ) -> Statistics:
     """Return, CAGR, Sharpe and Sortino (annualised at the data's own bar frequency), max
-    drawdown, number of trades, win rate and exposure."""
+    drawdown, number of trades, win rate and exposure. CAGR is 0 for a run shorter than a day."""
     values = [float(e) for _, e in equity]
     end = equity[-1][1] if equity else start
     years = (equity[-1][0] - equity[0][0]) / _YEAR_MS if len(equity) > 1 else 0.0
     growth = float(end / start) if start else 0.0
-    cagr = (growth ** (1 / years) - 1) * 100 if years > 0 and growth > 0 else 0.0
+    # Annualising less than a day of trading (a backtest on ticks) means nothing, and
+    # overflows: CAGR is left at 0 then.
+    cagr = (growth ** (1 / years) - 1) * 100 if years >= _DAY_YEARS and growth > 0 else 0.0
     per_year = (len(values) - 1) / years if years > 0 else 0.0
     sharpe, sortino = sharpe_sortino(returns(values), per_year)
     worst_drawdown = max_drawdown(values)

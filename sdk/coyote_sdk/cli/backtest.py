@@ -1,4 +1,4 @@
-"""`coyote-sdk backtest`: historical bars, a simulated broker, the unchanged bot."""
+"""`coyote-sdk backtest`: historical bars or trades, a simulated broker, the unchanged bot."""
 
 from __future__ import annotations
 
@@ -25,7 +25,10 @@ from coyote_sdk.cli._common import (
 def backtest(
     bot_file: Annotated[Path, typer.Argument(help="The Python file of the bot.")],
     data: Annotated[
-        list[Path], typer.Option("--data", "-d", help="CSV of OHLCV bars; repeat per symbol.")
+        list[Path],
+        typer.Option(
+            "--data", "-d", help="CSV of OHLCV bars, or of trades (ticks); repeat per symbol."
+        ),
     ],
     cash: Annotated[str, typer.Option(help="Starting cash.")] = "10000",
     commission: Annotated[str, typer.Option(help="Fraction of notional per fill.")] = "0",
@@ -52,7 +55,7 @@ def backtest(
     trades: Annotated[int, typer.Option(help="How many trades to list.")] = 20,
     as_json: JsonOpt = False,
 ) -> None:
-    """Backtest a bot on historical bars with a simulated broker.
+    """Backtest a bot on historical bars, or trades, with a simulated broker.
 
     Example: `coyote-sdk backtest examples/sma_cross.py --data examples/data/GOOG.csv
     --cash 10000 --commission 0.002`
@@ -63,21 +66,26 @@ def backtest(
 
     from coyote_sdk.backtest import Backtest, BacktestConfig, FillModel, write_chart
     from coyote_sdk.bot import ParameterError
-    from coyote_sdk.csvdata import CsvDataError, read_bars_csv
+    from coyote_sdk.csvdata import CsvDataError, csv_kind, read_bars_csv, read_trades_csv
     from coyote_sdk.loading import BotLoadError, load_bot_class, parse_params
 
     try:
         bot_class = load_bot_class(bot_file, bot_name)
         bot = bot_class(**parse_params(param or []))
-        bars = [
-            bar
-            for path in data
-            for bar in read_bars_csv(
-                path,
-                symbol=bot_class.symbols[0] if len(data) == 1 and bot_class.symbols else None,
-                timeframe=timeframe,
-            )
-        ]
+        symbol = bot_class.symbols[0] if len(data) == 1 and bot_class.symbols else None
+        kinds = {csv_kind(path) for path in data}
+        if len(kinds) > 1:
+            raise ValueError("--data files must all be bars or all trades, not a mix")
+        ticks = []
+        bars = []
+        if kinds == {"ticks"}:
+            ticks = [t for path in data for t in read_trades_csv(path, symbol=symbol)]
+        else:
+            bars = [
+                bar
+                for path in data
+                for bar in read_bars_csv(path, symbol=symbol, timeframe=timeframe)
+            ]
         if fill not in ("next-open", "close"):
             raise ValueError(f"--fill takes next-open or close, got {fill!r}")
         risk_config = _risk_config(risk, bot_class.symbols) if risk else None
@@ -90,13 +98,14 @@ def backtest(
                 slippage_bps=Decimal(slippage_bps),
             ),
         )
-        engine = Backtest(bot, bars, config=config)
+        engine = Backtest(bot, bars, ticks=ticks, config=config)
     except (BotLoadError, ParameterError, CsvDataError, ValueError, InvalidOperation) as exc:
         report_error(exc)
         raise typer.Exit(2) from exc
 
-    with Progress(console=errors, transient=True, disable=as_json or len(bars) < 50_000) as bar:
-        task = bar.add_task("backtest", total=len(bars))
+    size = len(bars) or len(ticks)
+    with Progress(console=errors, transient=True, disable=as_json or size < 50_000) as bar:
+        task = bar.add_task("backtest", total=size)
         result = engine.run(progress=lambda done, total: bar.update(task, completed=done))
     chart_path = write_chart(result, chart) if chart else None
     if as_json:
@@ -165,6 +174,7 @@ def _backtest_json(result, chart_path):
         "bot": result.bot,
         "params": result.params,
         "bars": result.bars,
+        "ticks": result.ticks,
         "stats": dataclasses.asdict(result.stats),
         "trades": [
             {
