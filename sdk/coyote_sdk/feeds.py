@@ -1,6 +1,7 @@
-"""Market-data feeds into RedisTimeSeries: CSV replay, a synthetic random walk, and Binance's
-public trade stream. Each writes through :class:`coyote_sdk.marketdata.MarketDataWriter`, so bots
-see the same series and bar events whatever the source.
+"""Market-data feeds into RedisTimeSeries: CSV replay (bars or trades), a synthetic random walk,
+and Binance's public trade stream. Each writes through
+:class:`coyote_sdk.marketdata.MarketDataWriter`, so bots see the same series and bar events
+whatever the source.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -20,6 +22,8 @@ from coyote_sdk.marketdata import MarketDataWriter
 from coyote_sdk.protocol import Bar, Side, Trade, now_ms
 
 logger = logging.getLogger("coyote.feeds")
+
+_R = TypeVar("_R", Bar, Trade)
 
 # -- CSV REPLAY ------------------------------------------------------------------------------
 
@@ -48,27 +52,29 @@ class ReplayPace:
         return 0.0
 
 
-def rebase(bars: Sequence[Bar], start_ms: int) -> list[Bar]:
-    """Shifts ``bars`` in time so that the first opens at ``start_ms`` (aligned to its
-    timeframe), keeping their spacing: historical data replayed as if it were happening now."""
-    if not bars:
+def rebase(records: Sequence[_R], start_ms: int) -> list[_R]:
+    """Shifts bars (or trades) in time so that the first is at ``start_ms`` (a bar's open
+    aligned to its timeframe), keeping their spacing: history replayed as if it were now."""
+    if not records:
         return []
-    size = bars[0].timeframe.milliseconds
-    shift = start_ms - start_ms % size - bars[0].ts_ms
-    return [msgspec.structs.replace(bar, ts_ms=bar.ts_ms + shift) for bar in bars]
+    first = records[0]
+    size = first.timeframe.milliseconds if isinstance(first, Bar) else 1
+    shift = start_ms - start_ms % size - first.ts_ms
+    return [msgspec.structs.replace(record, ts_ms=record.ts_ms + shift) for record in records]
 
 
 async def replay_bars(
     writer: MarketDataWriter,
-    bars: Sequence[Bar],
+    bars: Sequence[Bar | Trade],
     *,
     pace: ReplayPace = ReplayPace(),
     stop: asyncio.Event | None = None,
-    on_bar: Callable[[Bar], None] | None = None,
+    on_bar: Callable[[Any], None] | None = None,
 ) -> int:
-    """Writes ``bars`` (in time order, any symbols) at ``pace``; returns how many were written.
+    """Writes ``bars`` — or trades, from which RedisTimeSeries derives the bars as live — in
+    time order, any symbols, at ``pace``; returns how many were written.
 
-    Bars sharing a timestamp are written together, as one moment of the market.
+    Records sharing a timestamp are written together, as one moment of the market.
     """
     written = 0
     index = 0
@@ -78,11 +84,14 @@ async def replay_bars(
         if stop is not None and stop.is_set():
             break
         moment = bars[index].ts_ms
-        group = []
+        group: list[Any] = []
         while index < len(bars) and bars[index].ts_ms == moment:
             group.append(bars[index])
             index += 1
-        writer.add_bars(group)
+        if isinstance(group[0], Bar):
+            writer.add_bars(group)
+        else:
+            writer.add_trades(group)
         written += len(group)
         if on_bar is not None:
             for bar in group:

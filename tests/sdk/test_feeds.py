@@ -13,7 +13,7 @@ import pytest
 import redis
 import websockets
 
-from coyote_sdk.csvdata import read_bars_csv
+from coyote_sdk.csvdata import read_bars_csv, read_trades_csv
 from coyote_sdk.feeds import (
     RandomWalk,
     ReplayPace,
@@ -51,6 +51,31 @@ async def test_replay_writes_real_bars_at_the_asked_pace(md: tuple[redis.Redis, 
     assert stored == bars
     assert all(m is not None for m in announced)
     assert 0.25 <= took < 5  # 29 gaps of 10 ms, far from instantaneous and from real time
+
+
+async def test_replayed_trades_make_their_bars_by_compaction(
+    md: tuple[redis.Redis, str], tmp_path: Path
+) -> None:
+    client, name = md
+    start = 1_700_000_040_000  # a minute boundary
+    rows = [(0, "10"), (15_000, "12"), (50_000, "9"), (61_000, "11"), (70_000, "11.5")]
+    data = tmp_path / "ABC.csv"
+    data.write_text("timestamp,price,size\n" + "".join(f"{start + t},{p},2\n" for t, p in rows))
+    trades = rebase(read_trades_csv(data, venue=name), start)
+
+    written = await replay_bars(MarketDataWriter(client, venue=name), trades)
+    (first, *_) = MarketDataReader(client, venue=name).bars(["ABC"], Timeframe.M1)["ABC"]
+
+    assert written == 5
+    # The first minute is closed by the trade at 61 s: compaction made it from the trades.
+    assert (first.ts_ms, first.open, first.high, first.low, first.close, first.volume) == (
+        start,
+        Decimal(10),
+        Decimal(12),
+        Decimal(9),
+        Decimal(9),
+        Decimal(6),
+    )
 
 
 def test_a_replay_pace_is_speed_or_bars_per_second_not_both() -> None:

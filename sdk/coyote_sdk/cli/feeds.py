@@ -41,7 +41,7 @@ def _run_feed(work) -> int:
 
 @feed_app.command("replay")
 def feed_replay(
-    files: Annotated[list[Path], typer.Argument(help="CSV files of OHLCV bars.")],
+    files: Annotated[list[Path], typer.Argument(help="CSV files of OHLCV bars, or of trades.")],
     venue: Annotated[str, typer.Option(help="Venue label of the series.")] = "demo",
     symbol: Annotated[
         str | None, typer.Option(help="Symbol, for a single file (default: its name).")
@@ -57,32 +57,42 @@ def feed_replay(
     ] = False,
     timeframe: Annotated[str | None, typer.Option(help="If not inferred.")] = None,
 ) -> None:
-    """Replay CSV bars into RedisTimeSeries, publishing each as it is written.
+    """Replay CSV bars, or trades, into RedisTimeSeries, publishing each as it is written.
 
-    Without --speed or --bars-per-second it writes as fast as Redis takes them.
+    Trades are written as ticks, and RedisTimeSeries derives the bars from them as it does
+    live. Without --speed or --bars-per-second (then: records per second) it writes as fast as
+    Redis takes them.
 
     Example: `coyote-sdk feed replay examples/data/EURUSD.csv --venue fx --bars-per-second 20`
     """
-    from coyote_sdk.csvdata import CsvDataError, read_bars_csv
+    from coyote_sdk.csvdata import CsvDataError, csv_kind, read_bars_csv, read_trades_csv
     from coyote_sdk.feeds import ReplayPace, rebase, replay_bars
-    from coyote_sdk.protocol import now_ms
+    from coyote_sdk.protocol import Bar, Trade, now_ms
 
     try:
         pace = ReplayPace(speed=speed, bars_per_second=bars_per_second)
-        bars = []
+        kinds = {csv_kind(path) for path in files}
+        if len(kinds) > 1:
+            raise ValueError("the files must all be bars or all trades, not a mix")
+        (kind,) = kinds
+        records: list[Bar | Trade] = []
         for path in files:
-            series = read_bars_csv(
-                path, symbol=symbol if len(files) == 1 else None, venue=venue, timeframe=timeframe
-            )
-            bars += rebase(series, now_ms()) if rebase_now else series
-        bars.sort(key=lambda b: (b.ts_ms, b.symbol))
+            named = symbol if len(files) == 1 else None
+            if kind == "ticks":
+                trades = read_trades_csv(path, symbol=named, venue=venue)
+                records += rebase(trades, now_ms()) if rebase_now else trades
+            else:
+                bars = read_bars_csv(path, symbol=named, venue=venue, timeframe=timeframe)
+                records += rebase(bars, now_ms()) if rebase_now else bars
+        records.sort(key=lambda r: (r.ts_ms, r.symbol))
     except (CsvDataError, ValueError) as exc:
         report_error(exc)
         raise typer.Exit(2) from exc
-    writer = _writer(venue)
-    say(f"replaying {len(bars)} bars of {sorted({b.symbol for b in bars})} into {venue}")
-    written = _run_feed(lambda stop: replay_bars(writer, bars, pace=pace, stop=stop))
-    say(f"wrote {written} bars")
+    writer = _writer(venue, publish_trades=kind == "ticks")  # as a live feed: on_tick sees them
+    what = "trades" if kind == "ticks" else "bars"
+    say(f"replaying {len(records)} {what} of {sorted({r.symbol for r in records})} into {venue}")
+    written = _run_feed(lambda stop: replay_bars(writer, records, pace=pace, stop=stop))
+    say(f"wrote {written} {what}")
 
 
 @feed_app.command("random-walk")
