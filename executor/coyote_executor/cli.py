@@ -11,6 +11,8 @@ from typing import Annotated
 
 import redis.asyncio as aioredis
 import typer
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from coyote_executor.accounts import load_accounts
 from coyote_executor.brokers import build_brokers
@@ -75,6 +77,23 @@ def verify(accounts: AccountsOpt = None, as_json: bool = typer.Option(False, "--
         raise typer.Exit(1)
 
 
+def redis_client(url: str, *, timeout_s: float) -> aioredis.Redis:
+    """The executor's Redis client: the paper venue, the kill switches, prices and alerts.
+
+    A call fails after ``timeout_s`` without an answer, and the client never sends it again by
+    itself. Both are explicit because redis-py's defaults differ by version: before 8.0 a call
+    whose answer is lost on an open connection waits forever (the whole executor with it), and
+    8.0's ``Redis()`` retries ten times, which sends a paper submission whose answer was lost
+    again (the venue counts it twice). The executor resolves a failed call by client order id.
+    """
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
 async def serve(
     settings: Settings,
     stop: asyncio.Event | None = None,
@@ -86,7 +105,7 @@ async def serve(
     from_file = settings.accounts_source == "file"
     accounts = load_accounts(settings.accounts_file) if from_file else {}
     endpoints = settings.stack.endpoints()
-    client = aioredis.Redis.from_url(endpoints.redis_url)
+    client = redis_client(endpoints.redis_url, timeout_s=settings.redis_timeout_s)
     store = Store(settings.database_url)
     if stop is None:
         stop = asyncio.Event()

@@ -45,6 +45,10 @@ class Settings(CoyoteSettings):
     halts_hold_s: float = Field(default=10.0, ge=0)
     """After a Redis restart, kill switches missing from Redis stay in force this long, so an
     empty Redis cannot lift them before the control plane writes them back."""
+    redis_timeout_s: float = Field(default=5.0, gt=0)
+    """Longest wait for an answer from Redis (the paper venue, kill switches, prices): a call
+    whose answer is lost fails after it instead of stalling every account, and the order it
+    carried stays in flight until reconciliation finds it by client order id."""
     paper_match_interval_ms: int = Field(default=100, ge=1)
     """How often the paper broker checks resting orders against the last prices."""
     health_port: int | None = Field(default=None, ge=0, le=65535)

@@ -289,15 +289,7 @@ class Executor:
         # account must not slip through while the watcher starts.
         if not await self._read_halts_at_start(stop):
             return
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap,
-            transactional_id=f"{self.options.group_id}-{self.options.instance_id}",
-            enable_idempotence=True,
-            acks="all",
-            # A transaction begun while the previous one is still completing at the broker
-            # waits this long to retry; aiokafka's 100 ms default added as much to most steps.
-            retry_backoff_ms=20,
-        )
+        self._producer = self._new_producer()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             group_id=self.options.group_id,
@@ -334,6 +326,17 @@ class Executor:
                 await broker.close()
             await self._consumer.stop()
             await self._producer.stop()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            transactional_id=f"{self.options.group_id}-{self.options.instance_id}",
+            enable_idempotence=True,
+            acks="all",
+            # A transaction begun while the previous one is still completing at the broker
+            # waits this long to retry; aiokafka's 100 ms default added as much to most steps.
+            retry_backoff_ms=20,
+        )
 
     async def _step(self, stop: asyncio.Event) -> None:
         assert self._consumer is not None
@@ -1348,13 +1351,24 @@ class Executor:
         stop: asyncio.Event,
     ) -> None:
         """Produces ``messages`` (and commits ``offsets``) in one Kafka transaction, retrying
-        the whole transaction until Kafka takes it."""
+        the whole transaction until Kafka takes it, on a new producer if the old one failed for
+        good (:meth:`_renew_producer`)."""
         assert self._producer is not None
         if not messages and not offsets:
             return
         delay = 0.1
+        renewed = False
         while True:
             try:
+                failure = _producer_failure(self._producer)
+                if isinstance(failure, ProducerFenced):
+                    raise failure
+                if failure is not None:
+                    await self._renew_producer(failure)
+                    renewed = True
+                if renewed and offsets and await self._committed(offsets):
+                    self.health.kafka(None)
+                    return  # the transaction the old producer failed in had committed
                 async with self._producer.transaction():
                     for topic, key, value, headers in messages:
                         delivery = await self._producer.send(
@@ -1383,6 +1397,40 @@ class Executor:
                 log.warning("Kafka transaction failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def _renew_producer(self, failure: BaseException) -> None:
+        """Replaces a transactional producer that failed for good with a new one under the same
+        transactional id, which aborts the transaction the old one left open.
+
+        aiokafka's producer never leaves a fatal error: its sender task ends when, for example,
+        a connection breaks while it looks up a coordinator (aio-libs/aiokafka#907, #1151), and
+        every transaction after that fails. Retrying on it would never succeed."""
+        log.error(
+            "Kafka producer failed for good (%s); starting a new one with the same "
+            "transactional id",
+            failure,
+        )
+        assert self._producer is not None
+        with contextlib.suppress(Exception):
+            await self._producer.stop()
+        producer = self._new_producer()
+        try:
+            await producer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        self._producer = producer
+
+    async def _committed(self, offsets: Mapping[TopicPartition, int]) -> bool:
+        """Whether the group's committed offsets have reached ``offsets``: a transaction that
+        carried them committed, even if its producer never heard so."""
+        assert self._consumer is not None
+        for tp, offset in offsets.items():
+            committed = await self._consumer.committed(tp)
+            if committed is None or committed < offset:
+                return False
+        return True
 
     async def _record(self, changes: Changes, stop: asyncio.Event) -> None:
         """Writes ``changes`` in one transaction (see :meth:`Store.apply`), counting their
@@ -1566,6 +1614,15 @@ def _salvage_ids(raw: bytes | None) -> tuple[uuid.UUID, str, str, str | None, Si
         instrument.symbol if instrument else None,
         instrument.side if instrument else None,
     )
+
+
+def _producer_failure(producer: AIOKafkaProducer) -> BaseException | None:
+    """The error that ended the producer's sender task — after it aiokafka fails every call of
+    that producer — or None while it works (aiokafka has no public way to tell)."""
+    task = producer._sender.sender_task
+    if task is None or not task.done() or task.cancelled():
+        return None
+    return task.exception()
 
 
 def _consume_outcome(future: asyncio.Future[Any]) -> None:

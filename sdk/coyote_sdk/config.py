@@ -107,6 +107,14 @@ class StackSettings(CoyoteSettings):
 
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
+    kafka_extra_port: int | None = None
+    """A second client listener of the local Kafka broker (named ``EXTRA``), for clients that
+    reach it some other way than ``kafka_port``, such as through a proxy (the fault tests'
+    network faults). Off when unset."""
+    kafka_extra_advertised: str | None = None
+    """The ``host:port`` Kafka gives clients of the ``EXTRA`` listener, which they connect to
+    for everything after bootstrap: a proxy in front of it names its own address here (default:
+    ``127.0.0.1:<kafka_extra_port>``)."""
     redis_port: int = 16379
     postgres_port: int = 15432
     vault_port: int = 18200

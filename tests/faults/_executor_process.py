@@ -16,10 +16,10 @@ import signal
 import sys
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from coyote_executor.accounts import load_accounts
 from coyote_executor.brokers.paper import PaperBroker
+from coyote_executor.cli import redis_client
+from coyote_executor.config import Settings
 from coyote_executor.service import Executor, ExecutorOptions
 from coyote_executor.store import Store
 from coyote_sdk.config import StackSettings
@@ -29,7 +29,9 @@ from coyote_sdk.logs import configure_logging
 async def main(config: dict[str, Any]) -> None:
     endpoints = StackSettings().endpoints()
     accounts = load_accounts(config["accounts_file"])
-    client = aioredis.Redis.from_url(config.get("redis_url") or endpoints.redis_url)
+    client = redis_client(
+        config.get("redis_url") or endpoints.redis_url, timeout_s=Settings().redis_timeout_s
+    )
     broker = PaperBroker(client, {a: c.paper for a, c in accounts.items() if c.paper is not None})
     topics = {
         name: config[name]

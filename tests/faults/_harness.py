@@ -6,6 +6,8 @@ intents from real bot runtimes, and the accounting of every intent once the faul
   touching the shared stack that other tests and engineers use.
 - :class:`ExecutorProcess` runs the executor as a child process (``_executor_process``), which a
   test kills with ``SIGKILL`` or lets die at a failpoint (``COYOTE_EXECUTOR_FAILPOINT``).
+  :meth:`PrivateStack.proxy_executor` puts it behind Toxiproxy (``_toxiproxy.py``) on its way to
+  Kafka and Redis, for the network faults.
 - :class:`Flow` drives the intents: real :class:`~coyote_sdk.runtime.BotRuntime` instances
   (bars in by Redis pub/sub, intents out by the runtime's idempotent Kafka producer, reports back
   into their portfolios), fed a bar every ``bar_interval_s``. A :class:`Watcher` follows the
@@ -55,6 +57,7 @@ from coyote_sdk.dev._process import PidFile, stop_group
 from coyote_sdk.marketdata import MarketDataWriter
 from coyote_sdk.protocol import BotState, NewOrder, OrderStatus, RuntimeState, Timeframe
 from coyote_sdk.runtime import BotRuntime, RuntimeExit, RuntimeOptions
+from tests.faults._toxiproxy import TOXIPROXY, Proxy, Toxiproxy
 from tests.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,16 +93,23 @@ class PrivateStack:
 
     The stack's home holds an ``owner`` file with this process's pid: :func:`sweep_orphans`
     stops stacks whose test process died without cleaning up (killed by a CI timeout).
+
+    Kafka has a second listener for clients behind a proxy (:meth:`proxy_executor`): it tells
+    them to connect to the proxy's port, so that all their connections, not only the first,
+    go through the proxy.
     """
 
     def __init__(self, name: str) -> None:
-        kafka, controller, redis_port, postgres = free_ports(4)
+        kafka, controller, redis_port, postgres, kafka_extra, kafka_proxy = free_ports(6)
         self.home = STACKS / name
+        self.kafka_proxy_port = kafka_proxy
         self.stack = Stack(
             StackSettings(
                 home=self.home,
                 kafka_port=kafka,
                 kafka_controller_port=controller,
+                kafka_extra_port=kafka_extra,
+                kafka_extra_advertised=f"127.0.0.1:{kafka_proxy}",
                 redis_port=redis_port,
                 postgres_port=postgres,
                 # Ours, whatever the environment names as external services.
@@ -141,6 +151,26 @@ class PrivateStack:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://coyote@127.0.0.1:{port}/{name}"
 
+    def proxy_executor(self, toxiproxy: Toxiproxy) -> ProxiedPaths:
+        """Creates proxies on ``toxiproxy`` in front of Kafka (its second listener, whose
+        advertised address is the proxy's) and Redis, for an executor behind them."""
+        settings = self.stack.settings
+        (redis_listen,) = free_ports(1)
+        kafka_proxy = toxiproxy.proxy(
+            "kafka",
+            listen=self.kafka_proxy_port,
+            upstream=f"127.0.0.1:{settings.kafka_extra_port}",
+        )
+        redis_proxy = toxiproxy.proxy(
+            "redis", listen=redis_listen, upstream=f"127.0.0.1:{settings.redis_port}"
+        )
+        endpoints = dataclasses.replace(
+            self.endpoints,
+            kafka_bootstrap=kafka_proxy.listen,
+            redis_url=f"redis://{redis_proxy.listen}/0",
+        )
+        return ProxiedPaths(toxiproxy, kafka_proxy, redis_proxy, endpoints)
+
     def close(self) -> None:
         """Stops every service and removes the stack's files (data directories included)."""
         postgres = self.stack.services["postgres"]
@@ -163,11 +193,24 @@ def sweep_orphans() -> None:
             continue
         if Path(f"/proc/{owner}").exists():
             continue
-        for service in SERVICES:
+        for service in (*SERVICES, TOXIPROXY):
             pid = PidFile(home / service / f"{service}.pid").read()
             if pid is not None:
                 stop_group(pid, sig=signal.SIGKILL, timeout=15)
         shutil.rmtree(home, ignore_errors=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxiedPaths:
+    """The executor's network paths through Toxiproxy (:meth:`PrivateStack.proxy_executor`):
+    to Kafka, and to Redis — the paper broker's venue, and the kill switches too, since the
+    executor reads both on the same connection."""
+
+    toxiproxy: Toxiproxy
+    kafka: Proxy
+    redis: Proxy
+    endpoints: Endpoints
+    """The stack's endpoints, with Kafka and Redis through the proxies."""
 
 
 # -- EXECUTOR --------------------------------------------------------------------------------
@@ -933,6 +976,9 @@ class Scenario:
         work: A directory of the test's own (the accounts file, a SQLite database).
         database: ``postgresql`` (a database of its own on the private stack, as in
             production) or ``sqlite`` (the executor's embedded default).
+        executor_endpoints: Where the executor reaches Kafka and Redis (default: the stack's
+            own; :attr:`ProxiedPaths.endpoints` puts it behind Toxiproxy). The bots and the
+            accounting always use the stack's own.
         flow_options: Passed to :class:`Flow`.
     """
 
@@ -943,6 +989,7 @@ class Scenario:
         work: Path,
         *,
         database: str = "postgresql",
+        executor_endpoints: Endpoints | None = None,
         **flow_options: Any,
     ) -> None:
         self.stack = stack
@@ -959,14 +1006,15 @@ class Scenario:
         accounts_file = work / "accounts.toml"
         accounts_file.write_text(self.flow.accounts_toml())
         self.group_id = f"faults-{unique}"
+        executor_endpoints = executor_endpoints or stack.endpoints
         self.executor = ExecutorProcess(
             {
                 "accounts_file": str(accounts_file),
                 "database_url": self.database_url,
                 "group_id": self.group_id,
                 "instance_id": "0",
-                "kafka_bootstrap": stack.endpoints.kafka_bootstrap,
-                "redis_url": stack.endpoints.redis_url,
+                "kafka_bootstrap": executor_endpoints.kafka_bootstrap,
+                "redis_url": executor_endpoints.redis_url,
             },
             ARTIFACTS / f"{name}-executor.log",
         )
@@ -1036,5 +1084,38 @@ def figures_table(directory: Path = ARTIFACTS) -> str:
     return "\n".join(lines)
 
 
+def reliability_rows(directory: Path = ARTIFACTS) -> list[dict[str, Any]]:
+    """The rows of ``docs/reliability.json``: per scenario of the latest run, ``{scenario,
+    intents, lost, duplicated, recovery_s}`` — ``recovery_s`` the longest, over the scenario's
+    faults, from the end of a fault until every intent placed before that end was answered."""
+    rows = []
+    for path in sorted(directory.glob("*.json")):
+        if path.name == "summary.json":
+            continue
+        data = json.loads(path.read_text())
+        recoveries = [
+            f["backlog_answered_s"]
+            if f["backlog_answered_s"] is not None
+            else f["answering_again_s"]
+            for f in data["faults"]
+        ]
+        known = [r for r in recoveries if r is not None]
+        rows.append(
+            {
+                "scenario": data["scenario"],
+                "intents": data["intents_sent"],
+                "lost": data["lost"],
+                "duplicated": data["duplicated"],
+                "recovery_s": max(known) if known else None,
+            }
+        )
+    return rows
+
+
 if __name__ == "__main__":
-    print(figures_table())
+    # python -m tests.faults._harness [--json]: the table of docs/reliability.md, or the rows
+    # of docs/reliability.json.
+    if sys.argv[1:] == ["--json"]:
+        print(json.dumps(reliability_rows(), indent=2))
+    else:
+        print(figures_table())

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.faults._harness import PrivateStack, Scenario, sweep_orphans
+from tests.faults._harness import PrivateStack, ProxiedPaths, Scenario, sweep_orphans
+from tests.faults._toxiproxy import TOXIPROXY, Toxiproxy, toxiproxy_binary
 
 
 @pytest.fixture(scope="package")
@@ -32,6 +33,33 @@ def private_stack(fault_stack: PrivateStack) -> PrivateStack:
     the service was stopped) does not take the next test with it."""
     fault_stack.up()
     return fault_stack
+
+
+@pytest.fixture(scope="package")
+def proxied_paths(fault_stack: PrivateStack) -> Iterator[ProxiedPaths]:
+    """Toxiproxy in front of the private stack's Kafka and Redis, for an executor behind it,
+    started once for the package; skips the test when ``toxiproxy-server`` is not installed."""
+    binary = toxiproxy_binary()
+    if binary is None:
+        pytest.skip(
+            "toxiproxy-server is not installed: scripts/bootstrap.sh installs it into "
+            ".coyote/tools/bin (go install github.com/Shopify/toxiproxy/v2/cmd/server from the "
+            "Go module proxy)"
+        )
+    toxiproxy = Toxiproxy(binary, fault_stack.home / TOXIPROXY)
+    try:
+        toxiproxy.start()
+        yield fault_stack.proxy_executor(toxiproxy)
+    finally:
+        toxiproxy.stop()
+
+
+@pytest.fixture
+def network(proxied_paths: ProxiedPaths, private_stack: PrivateStack) -> ProxiedPaths:
+    """The executor's paths through Toxiproxy, with no toxic left over from a test that
+    failed while one was in force."""
+    proxied_paths.toxiproxy.reset()
+    return proxied_paths
 
 
 @pytest.fixture

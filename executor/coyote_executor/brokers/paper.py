@@ -384,10 +384,10 @@ class PaperBroker(Broker):
     async def positions(self, account_id: str) -> dict[str, Decimal]:
         held: dict[str, Decimal] = {}
         async with _venue_reachable("positions"):
-            # Every order the account ever placed, on each reconciliation pass: in pages of
-            # a thousand, since HSCAN's default of ten made one round trip per ten orders
-            # (half a minute for 1,500 orders 200 ms away, with the executor's loop waiting).
-            orders = self._client.hscan_iter(_key(account_id, "orders"))
+            # Every order the account ever placed, at each position check: in pages of a
+            # thousand, since HSCAN's default of ten made one round trip per ten orders (half
+            # a minute for 1,500 orders 200 ms away, with the executor's loop waiting).
+            orders = self._client.hscan_iter(_key(account_id, "orders"), count=_SCAN_PAGE)
             async for _, blob in orders:
                 order = _decode(blob)
                 signed = order.filled if order.side is Side.BUY else -order.filled

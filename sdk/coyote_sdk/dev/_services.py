@@ -105,7 +105,12 @@ class Kafka(Service):
 
     @property
     def ports(self) -> Sequence[int]:
-        return (self.settings.kafka_port, self.settings.kafka_controller_port)
+        extra = self.settings.kafka_extra_port
+        return (
+            self.settings.kafka_port,
+            self.settings.kafka_controller_port,
+            *([] if extra is None else [extra]),
+        )
 
     @property
     def _pom(self) -> Traversable:
@@ -189,16 +194,24 @@ class Kafka(Service):
 
     def _server_properties(self) -> str:
         s = self.settings
+        listeners = f"PLAINTEXT://127.0.0.1:{s.kafka_port}"
+        advertised = listeners
+        protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        if s.kafka_extra_port is not None:
+            listeners += f",EXTRA://127.0.0.1:{s.kafka_extra_port}"
+            advertised += (
+                f",EXTRA://{s.kafka_extra_advertised or f'127.0.0.1:{s.kafka_extra_port}'}"
+            )
+            protocols += ",EXTRA:PLAINTEXT"
         lines = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{s.kafka_controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{s.kafka_port},"
-            f"CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{s.kafka_port}",
+            "listeners": f"{listeners},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
+            "advertised.listeners": advertised,
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": protocols,
             "log.dirs": str(self.dir / "data"),
             # Topics are created on purpose (see coyote_sdk.protocol.TOPICS), never by a typo.
             "auto.create.topics.enable": "false",

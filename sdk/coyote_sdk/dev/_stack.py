@@ -115,7 +115,8 @@ class Stack:
         taken = [port for port in service.ports if not port_is_free(port)]
         if taken:
             variable = {
-                "kafka": "COYOTE_KAFKA_PORT / COYOTE_KAFKA_CONTROLLER_PORT",
+                "kafka": "COYOTE_KAFKA_PORT / COYOTE_KAFKA_CONTROLLER_PORT"
+                " / COYOTE_KAFKA_EXTRA_PORT",
                 "redis": "COYOTE_REDIS_PORT",
                 "postgres": "COYOTE_POSTGRES_PORT",
                 "vault": "COYOTE_VAULT_PORT",
