@@ -99,6 +99,9 @@ log = logging.getLogger("coyote.executor")
 _T = TypeVar("_T")
 _SIDE = {Side.BUY: 1, Side.SELL: -1}
 _HALTED = REASON_CODES["risk.halted"]
+_CIRCUIT_PROBE_S = 1.0
+"""How often reconciliation asks the broker of an account halted by its broker circuit (or not
+yet reconciled) whether it is back."""
 
 
 class Fenced(RuntimeError):
@@ -353,7 +356,12 @@ class Executor:
             self._last_counted = time.monotonic()
             await self._count_for_metrics()
             await self._mark_daily_pnl()
-        if time.monotonic() - self._last_reconcile >= self.options.reconcile_interval_s:
+        interval = self.options.reconcile_interval_s
+        if any(a.circuit_open or not a.reconciled for a in self._accounts.values()):
+            # A halted account is asked about every second, not every interval: a blip of a
+            # second must not halt it for the rest of the interval.
+            interval = min(interval, _CIRCUIT_PROBE_S)
+        if time.monotonic() - self._last_reconcile >= interval:
             self._last_reconcile = time.monotonic()
             # Orders whose submission failed (broker unreachable) are sent again if the broker
             # never saw them; left pending_new they would never get an answer.

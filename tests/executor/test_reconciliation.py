@@ -195,3 +195,30 @@ async def test_orders_and_positions_at_the_broker_that_we_do_not_know_are_alerte
     assert len(alerts(harness, "broker.unknown_order")) == 1
     assert len(alerts(harness, "broker.position_drift")) == 1
     assert len(alerts(harness, "broker.position_drift_resolved")) == 1
+
+
+async def test_an_open_circuit_is_probed_every_second_not_every_interval(
+    endpoints: Endpoints, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness = ExecutorHarness(
+        endpoints,
+        unique,
+        tmp_path,
+        options={"broker_failure_limit": 1, "reconcile_interval_s": 60},
+    )
+    await harness.setup()
+    harness.trade("EURUSD", "1.07500")
+    try:
+        venue = _Venue(monkeypatch)
+        await harness.start_executor()
+        venue.down = {"submit_many"}
+        failed = harness.order()
+        await harness.send(failed)
+        await until(lambda: account_state(harness) == HALTED, "the circuit opens")
+        venue.down = set()
+
+        await until(lambda: account_state(harness) == ACTIVE, "closed", within=5)
+        reports = (await harness.terminal_reports([failed.intent_id]))[failed.intent_id]
+        assert reports[-1].order_status is OrderStatus.FILLED
+    finally:
+        await harness.close()
