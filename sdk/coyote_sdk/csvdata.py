@@ -48,10 +48,7 @@ def read_trades_csv(
     Raises:
         CsvDataError: naming the file, line and problem.
     """
-    path = Path(path)
-    symbol = symbol or path.stem.upper()
-    rows = _rows(path)
-    header = [column.lower() for column in rows[0]]
+    path, symbol, rows, header = _table(path, symbol)
     try:
         price_at = header.index("price")
         size_at = next(header.index(c) for c in _SIZE_COLUMNS if c in header)
@@ -80,6 +77,14 @@ def read_trades_csv(
     if not trades:
         raise CsvDataError(f"{path}: no rows of data")
     return trades
+
+
+def _table(path: str | Path, symbol: str | None) -> tuple[Path, str, list[list[str]], list[str]]:
+    """The file, its symbol (by default the file's name in upper case), its rows and its header
+    in lower case."""
+    path = Path(path)
+    rows = _rows(path)
+    return path, symbol or path.stem.upper(), rows, [column.lower() for column in rows[0]]
 
 
 def _rows(path: Path) -> list[list[str]]:
@@ -122,10 +127,7 @@ def read_bars_csv(
     Raises:
         CsvDataError: naming the file, line and problem.
     """
-    path = Path(path)
-    symbol = symbol or path.stem.upper()
-    rows = _rows(path)
-    header = [column.lower() for column in rows[0]]
+    path, symbol, rows, header = _table(path, symbol)
     try:
         indexes = [header.index(column) for column in _COLUMNS]
     except ValueError as exc:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,15 @@ from coyote_sdk.config import Endpoints
 from coyote_sdk.dev import ensure_topics
 from coyote_sdk.marketdata import MarketDataWriter
 from coyote_sdk.protocol import ExecutionReport, NewOrder, OrderType, Side, Trade
+
+
+async def until(check: Callable[[], bool], what: str, within: float = 15.0) -> None:
+    """Waits until ``check()`` holds; fails naming ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {within:.0f} s")
+        await asyncio.sleep(0.1)
 
 
 def risk_section(**account: Any) -> dict[str, Any]:
@@ -196,6 +205,14 @@ class ExecutorHarness:
             if keys:
                 self.sync_redis.delete(*keys)
         self.sync_redis.close()
+
+    def alerts(self, kind: str) -> list[protocol.Alert]:
+        """The alerts of ``kind`` about the test's account in the stack's alert stream."""
+        found = [
+            protocol.decode(fields[b"alert"], protocol.Alert)
+            for _, fields in self.sync_redis.xrange(protocol.ALERTS_STREAM)
+        ]
+        return [a for a in found if a.kind == kind and a.account_id == self.account]
 
     # -- market data ---------------------------------------------------------------------------
 

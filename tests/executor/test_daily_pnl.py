@@ -3,19 +3,15 @@ tripping a bot to REDUCING at its max_daily_loss — and still knowing the loss 
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from coyote_executor.daily_pnl import DayBook, load
 from coyote_risk import ACTIVE, REDUCING
-from coyote_sdk import protocol
 from coyote_sdk.config import Endpoints
-from coyote_sdk.protocol import ALERTS_STREAM, Alert, ExecType, OrderStatus, Side
-from tests.executor._harness import ExecutorHarness, risk_section
+from coyote_sdk.protocol import ExecType, OrderStatus, Side
+from tests.executor._harness import ExecutorHarness, risk_section, until
 
 
 @pytest.mark.unit
@@ -79,22 +75,6 @@ def test_loaded_from_the_records_it_equals_the_book_kept_fill_by_fill() -> None:
     assert loaded.symbols() == {"X"}
 
 
-def _alerts(harness: ExecutorHarness, kind: str) -> list[Alert]:
-    found = [
-        protocol.decode(fields[b"alert"], Alert)
-        for _, fields in harness.sync_redis.xrange(ALERTS_STREAM)
-    ]
-    return [a for a in found if a.kind == kind and a.account_id == harness.account]
-
-
-async def _until(check: Callable[[], bool], what: str, within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within:.0f} s")
-        await asyncio.sleep(0.1)
-
-
 @pytest.mark.integration
 async def test_a_bot_at_its_daily_loss_limit_may_only_reduce_even_after_a_restart(
     endpoints: Endpoints, unique: str, tmp_path: Path
@@ -112,8 +92,8 @@ async def test_a_bot_at_its_daily_loss_limit_may_only_reduce_even_after_a_restar
 
         harness.trade("EURUSD", "1.00000")  # 1000 × 0.075 = 75 lost
         account = executor._accounts[harness.account]
-        await _until(lambda: account.engine.slot_bot("bot-a").state == REDUCING, "tripped")
-        (alert,) = _alerts(harness, "risk.daily_loss")
+        await until(lambda: account.engine.slot_bot("bot-a").state == REDUCING, "tripped")
+        (alert,) = harness.alerts("risk.daily_loss")
         assert alert.bot_id == "bot-a" and "down 75.00 today" in alert.message
         assert account.engine.account.state == ACTIVE  # the account has no such limit
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -18,10 +17,9 @@ import pytest
 from coyote_executor.brokers.base import BrokerOrder, BrokerUnavailable
 from coyote_executor.brokers.paper import PaperBroker
 from coyote_risk import ACTIVE, HALTED
-from coyote_sdk import protocol
 from coyote_sdk.config import Endpoints
-from coyote_sdk.protocol import ALERTS_STREAM, Alert, ExecType, OrderStatus, OrderType, Side
-from tests.executor._harness import ExecutorHarness
+from coyote_sdk.protocol import ExecType, OrderStatus, OrderType, Side
+from tests.executor._harness import ExecutorHarness, until
 
 pytestmark = pytest.mark.integration
 
@@ -64,22 +62,6 @@ async def harness(
     await harness.close()
 
 
-def alerts(harness: ExecutorHarness, kind: str) -> list[Alert]:
-    found = [
-        protocol.decode(fields[b"alert"], Alert)
-        for _, fields in harness.sync_redis.xrange(ALERTS_STREAM)
-    ]
-    return [a for a in found if a.kind == kind and a.account_id == harness.account]
-
-
-async def until(check: Callable[[], bool], what: str, within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within:.0f} s")
-        await asyncio.sleep(0.1)
-
-
 def account_state(harness: ExecutorHarness) -> int:
     assert harness.executor is not None
     return int(harness.executor._accounts[harness.account].engine.account.state)
@@ -97,7 +79,7 @@ async def test_an_account_not_reconciled_at_start_is_halted_until_its_broker_ans
     (rejection,) = (await harness.terminal_reports([refused.intent_id]))[refused.intent_id]
     assert rejection.reject_code == "risk.halted"
     assert "not yet reconciled with its broker" in (rejection.reject_reason or "")
-    (alert,) = alerts(harness, "broker.reconcile_failed")
+    (alert,) = harness.alerts("broker.reconcile_failed")
     assert "stays halted" in alert.message
 
     venue.down = set()
@@ -118,7 +100,7 @@ async def test_a_broker_circuit_closes_when_reconciliation_gets_through_again(
     lost = harness.order()
     await harness.send(lost)
     await until(lambda: account_state(harness) == HALTED, "the circuit opens")
-    assert len(alerts(harness, "broker.circuit_open")) == 1
+    assert len(harness.alerts("broker.circuit_open")) == 1
     refused = harness.order()
     await harness.send(refused)
     (rejection,) = (await harness.terminal_reports([refused.intent_id]))[refused.intent_id]
@@ -126,7 +108,7 @@ async def test_a_broker_circuit_closes_when_reconciliation_gets_through_again(
 
     venue.down = set()
     await until(lambda: account_state(harness) == ACTIVE, "the circuit closes")
-    (closed,) = alerts(harness, "broker.circuit_closed")
+    (closed,) = harness.alerts("broker.circuit_closed")
     assert "trades again" in closed.message
     # The order whose submission failed while the venue was down is sent once it is back.
     after = harness.order()
@@ -182,19 +164,19 @@ async def test_orders_and_positions_at_the_broker_that_we_do_not_know_are_alerte
     )
     await broker.submit(BrokerOrder("filled-by-hand", harness.account, "EURUSD", Side.SELL, 300))
 
-    await until(lambda: alerts(harness, "broker.position_drift") != [], "drift alerted")
-    (unknown,) = alerts(harness, "broker.unknown_order")
+    await until(lambda: harness.alerts("broker.position_drift") != [], "drift alerted")
+    (unknown,) = harness.alerts("broker.unknown_order")
     assert stranger in unknown.message
-    (drift,) = alerts(harness, "broker.position_drift")
+    (drift,) = harness.alerts("broker.position_drift")
     assert "is 0 in our records" in drift.message and "-300 at the broker" in drift.message
 
     # Undone by hand: the positions agree again, which is said once too.
     await broker.submit(BrokerOrder("undone-by-hand", harness.account, "EURUSD", Side.BUY, 300))
-    await until(lambda: alerts(harness, "broker.position_drift_resolved") != [], "resolved")
+    await until(lambda: harness.alerts("broker.position_drift_resolved") != [], "resolved")
     await asyncio.sleep(1.5)  # three more passes
-    assert len(alerts(harness, "broker.unknown_order")) == 1
-    assert len(alerts(harness, "broker.position_drift")) == 1
-    assert len(alerts(harness, "broker.position_drift_resolved")) == 1
+    assert len(harness.alerts("broker.unknown_order")) == 1
+    assert len(harness.alerts("broker.position_drift")) == 1
+    assert len(harness.alerts("broker.position_drift_resolved")) == 1
 
 
 async def test_an_open_circuit_is_probed_every_second_not_every_interval(
