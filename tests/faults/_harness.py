@@ -821,7 +821,11 @@ async def account(flow: Flow, database_url: str, scenario: str) -> Figures:
             "orders", sa.column("order_id"), sa.column("account_id"), sa.column("status")
         )
         intents_table = sa.table(
-            "intents", sa.column("intent_id"), sa.column("account_id"), sa.column("accepted")
+            "intents",
+            sa.column("intent_id"),
+            sa.column("account_id"),
+            sa.column("accepted"),
+            sa.column("action"),
         )
         with store.engine.connect() as conn:
             recorded_orders = {
@@ -836,6 +840,7 @@ async def account(flow: Flow, database_url: str, scenario: str) -> Figures:
                     sa.select(intents_table.c.intent_id).where(
                         intents_table.c.account_id.in_(ours),
                         intents_table.c.accepted.is_(True),
+                        intents_table.c.action == "new",  # cancels never reach the broker
                     )
                 )
             }
