@@ -46,7 +46,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.partitioner import DefaultPartitioner
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from coyote_executor._dedupe import RecentIds
 from coyote_executor._failpoints import failpoint
@@ -99,6 +99,9 @@ log = logging.getLogger("coyote.executor")
 _T = TypeVar("_T")
 _SIDE = {Side.BUY: 1, Side.SELL: -1}
 _HALTED = REASON_CODES["risk.halted"]
+_OWNERSHIP_DOUBT_S = 5.0
+"""Longer than this between polling the intents and sending them to a broker, and the executor
+first proves it was not fenced meanwhile (half the consumer group's 10 s session)."""
 _CIRCUIT_PROBE_S = 1.0
 """How often reconciliation asks the broker of an account halted by its broker circuit (or not
 yet reconciled) whether it is back."""
@@ -257,6 +260,9 @@ class Executor:
         self._consumer: AIOKafkaConsumer | None = None
         self._last_reconcile = 0.0
         self._last_counted = 0.0
+        self._polled_at = 0.0
+        """When the consumer last polled (monotonic): until the group's session times out after
+        it, no other consumer can have been given this one's partitions."""
         self._last_position_check = 0.0
         self._halts: dict[str, Halt] = {}
         """Kill switches in force here, by hash field (``account:<id>``, ``bot:<id>``)."""
@@ -346,6 +352,8 @@ class Executor:
         if self._assigned is not None:
             assigned, self._assigned = self._assigned, None
             await self._take_over(assigned, stop)
+        await self._reconcile_when_due(stop)
+        self._polled_at = time.monotonic()  # a process frozen inside the poll looks stale after
         batch = await self._consumer.getmany(timeout_ms=50, max_records=self.options.batch_size)
         records = [record for part in batch.values() for record in part]
         if records:
@@ -356,6 +364,11 @@ class Executor:
             self._last_counted = time.monotonic()
             await self._count_for_metrics()
             await self._mark_daily_pnl()
+
+    async def _reconcile_when_due(self, stop: asyncio.Event) -> None:
+        """Reconciles every interval, and every second while an account is halted by its broker
+        circuit or not yet reconciled — before the step's intents, so that an account just taken
+        on is reconciled before its first intent is decided."""
         interval = self.options.reconcile_interval_s
         if any(a.circuit_open or not a.reconciled for a in self._accounts.values()):
             # A halted account is asked about every second, not every interval: a blip of a
@@ -438,9 +451,17 @@ class Executor:
 
     # -- intents ---------------------------------------------------------------------------
 
+    async def _unless_fenced(self, stop: asyncio.Event) -> None:
+        """Proves this instance still owns its partitions when it was frozen or stalled long
+        enough since its poll for the group to have given them to a successor (the group's
+        session is 10 s); stops it (:class:`Fenced`) otherwise."""
+        if time.monotonic() - self._polled_at > _OWNERSHIP_DOUBT_S:
+            await self._check_not_fenced(self._owned_partitions(), stop)
+
     async def _handle_intents(
         self, records: list[Any], offsets: dict[TopicPartition, int], stop: asyncio.Event
     ) -> None:
+        await self._unless_fenced(stop)  # before writing decisions the successor may be making
         now = now_ms()
         step = _Step(self.options.reports_topic)
         decoded: list[tuple[OrderIntent, bytes, tuple[int, int]]] = []
@@ -488,6 +509,7 @@ class Executor:
             self._recent.add(intent.intent_id)
         await self._record(step.changes, stop)
         failpoint("decided")
+        await self._unless_fenced(stop)  # before the broker sees the successor's orders again
         outcome = Changes()
         await self._send(step, outcome, now)
         failpoint("sent")
@@ -936,8 +958,10 @@ class Executor:
         group — would otherwise learn it is fenced only from its next transaction, and until
         then would trade: the coordinator refuses this one at once (:class:`Fenced`). Also run
         before writing again after the database connection was lost, which is how a zombie
-        frozen inside a transaction finds itself on waking."""
-        assert self._consumer is not None
+        frozen inside a transaction finds itself on waking, and when rows it writes for the
+        first time already exist."""
+        if not assigned or self._consumer is None:
+            return
         # The committed offsets, committed again: a no-op for the group, whatever was consumed
         # since (never the positions, which may run ahead of what has been answered).
         committed = {tp: await self._consumer.committed(tp) for tp in assigned}
@@ -1319,7 +1343,7 @@ class Executor:
         ]
         if account.circuit_open:
             causes.append(f"broker circuit of account {account_id} open")
-        elif not account.reconciled:
+        if not account.reconciled:
             causes.append(f"account {account_id} not yet reconciled with its broker")
         if account_id in self.config_halts:
             causes.append(f"account {account_id}: {self.config_halts[account_id]}")
@@ -1456,8 +1480,13 @@ class Executor:
                 self.health.database(None)
                 return result
             except (OperationalError, DBAPIError) as exc:
-                # Outages only (connection lost, server restarting); a constraint or data
-                # error is a bug and must surface, not loop.
+                if isinstance(exc, IntegrityError):
+                    # Rows this executor is writing for the first time already exist: another
+                    # instance wrote them — this one is a zombie, fenced — or it is a bug.
+                    await self._check_not_fenced(self._owned_partitions(), stop)
+                    raise
+                # Outages only (connection lost, server restarting); a data error is a bug and
+                # must surface, not loop.
                 if stop.is_set() or not (
                     isinstance(exc, OperationalError) or exc.connection_invalidated
                 ):
@@ -1468,8 +1497,10 @@ class Executor:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-                if self._consumer is not None and self._consumer.assignment():
-                    await self._check_not_fenced(self._consumer.assignment(), stop)
+                await self._check_not_fenced(self._owned_partitions(), stop)
+
+    def _owned_partitions(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment()) if self._consumer is not None else set()
 
     def _timed(self, account: _Account, call: str) -> contextlib.AbstractContextManager[None]:
         """Times a call to ``account``'s broker for the metrics."""

@@ -93,6 +93,7 @@ async def test_a_bot_at_its_daily_loss_limit_may_only_reduce_even_after_a_restar
         harness.trade("EURUSD", "1.00000")  # 1000 × 0.075 = 75 lost
         account = executor._accounts[harness.account]
         await until(lambda: account.engine.slot_bot("bot-a").state == REDUCING, "tripped")
+        await until(lambda: harness.alerts("risk.daily_loss") != [], "alerted")  # by a task
         (alert,) = harness.alerts("risk.daily_loss")
         assert alert.bot_id == "bot-a" and "down 75.00 today" in alert.message
         assert account.engine.account.state == ACTIVE  # the account has no such limit

@@ -79,6 +79,7 @@ async def test_an_account_not_reconciled_at_start_is_halted_until_its_broker_ans
     (rejection,) = (await harness.terminal_reports([refused.intent_id]))[refused.intent_id]
     assert rejection.reject_code == "risk.halted"
     assert "not yet reconciled with its broker" in (rejection.reject_reason or "")
+    await until(lambda: harness.alerts("broker.reconcile_failed") != [], "alerted")  # by a task
     (alert,) = harness.alerts("broker.reconcile_failed")
     assert "stays halted" in alert.message
 
@@ -100,6 +101,7 @@ async def test_a_broker_circuit_closes_when_reconciliation_gets_through_again(
     lost = harness.order()
     await harness.send(lost)
     await until(lambda: account_state(harness) == HALTED, "the circuit opens")
+    await until(lambda: harness.alerts("broker.circuit_open") != [], "alerted")  # by a task
     assert len(harness.alerts("broker.circuit_open")) == 1
     refused = harness.order()
     await harness.send(refused)
@@ -108,6 +110,7 @@ async def test_a_broker_circuit_closes_when_reconciliation_gets_through_again(
 
     venue.down = set()
     await until(lambda: account_state(harness) == ACTIVE, "the circuit closes")
+    await until(lambda: harness.alerts("broker.circuit_closed") != [], "alerted")  # by a task
     (closed,) = harness.alerts("broker.circuit_closed")
     assert "trades again" in closed.message
     # The order whose submission failed while the venue was down is sent once it is back.
