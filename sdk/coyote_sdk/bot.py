@@ -88,6 +88,7 @@ class BotContext(Protocol):
     def now_ms(self) -> int: ...
     def submit(self, intent: OrderIntent) -> None: ...
     def history(self, symbol: str, count: int, timeframe: Timeframe) -> list[Bar]: ...
+    def ticks(self, symbol: str, count: int) -> list[Trade]: ...
     def last_price(self, symbol: str) -> Decimal | None: ...
 
 
@@ -316,6 +317,12 @@ class Bot:
         self._check_symbol(symbol)
         tf = type(self).timeframe if timeframe is None else Timeframe(timeframe)
         return self._ctx.history(symbol, count, tf)  # type: ignore[arg-type]
+
+    def ticks(self, symbol: str, count: int) -> list[Trade]:
+        """The last ``count`` trades of ``symbol``, oldest first (fewer at the start; none on a
+        venue with bars only)."""
+        self._check_symbol(symbol)
+        return self._ctx.ticks(symbol, count)
 
     def last_price(self, symbol: str) -> Decimal | None:
         """The last traded (or closing) price of ``symbol``, or None before any."""

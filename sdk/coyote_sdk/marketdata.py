@@ -420,26 +420,35 @@ class MarketDataReader:
         return result
 
     def trades(self, symbol: str, *, count: int) -> list[Trade]:
-        """The last ``count`` trades of ``symbol``, oldest first."""
-        pipe = self._client.pipeline(transaction=False)
-        for field in ("price", "size"):
-            pipe.ts().revrange(market_data_key(self.venue, symbol, field), "-", "+", count=count)
-        try:
-            prices, sizes = pipe.execute()
-        except redis.ResponseError as exc:
-            if "does not exist" in str(exc):
-                return []
-            raise
-        size_at = dict(sizes)
+        """The last ``count`` trades of ``symbol``, oldest first, in one ``TS.MREVRANGE`` (a
+        label query, which a bot's read-only Redis user may run)."""
+        reply = self._raw.execute_command(
+            "TS.MREVRANGE",
+            "-",
+            "+",
+            "COUNT",
+            count,
+            "SELECTED_LABELS",
+            "field",
+            "FILTER",
+            "coyote=md",
+            f"venue={self.venue}",
+            "timeframe=raw",
+            f"symbol={symbol}",
+            "field=(price,size)",
+        )
+        fields = {labels["field"]: samples for labels, samples in _series(reply)}
+        size_at = {int(t): v for t, v in fields.get("size", [])}
         return [
             Trade(
                 symbol=symbol,
                 venue=self.venue,
-                ts_ms=ts_ms,
-                price=_decimal(price),
-                size=_decimal(size_at[ts_ms]),
+                ts_ms=int(ts_ms),
+                price=_decimal(float(price)),
+                size=_decimal(float(size_at[int(ts_ms)])),
             )
-            for ts_ms, price in reversed(prices)
+            for ts_ms, price in reversed(fields.get("price", []))
+            if int(ts_ms) in size_at
         ]
 
     def last_prices(self, symbols: Sequence[str]) -> dict[str, tuple[int, Decimal]]:

@@ -87,7 +87,8 @@ class Explorer(Bot):
         super().__init__(**params)
         self.history_lengths: list[int] = []
         self.prices: list[Decimal | None] = []
-        self.ticks: list[Trade] = []
+        self.seen_ticks: list[Trade] = []
+        self.recent_ticks: list[list[Trade]] = []
         self.state_keys: list[str] = []
 
     def on_start(self) -> None:
@@ -100,10 +101,11 @@ class Explorer(Bot):
         if bar.symbol == "GOOG":
             self.history_lengths.append(len(self.history("GOOG", 3)))
             self.prices.append(self.last_price("MSFT"))
+            self.recent_ticks.append(self.ticks("MSFT", 5))
             self.buy("GOOG", 1)
 
     def on_tick(self, trade: Trade) -> None:
-        self.ticks.append(trade)
+        self.seen_ticks.append(trade)
 
 
 async def test_a_runtime_under_its_own_user_does_everything_it_needs(
@@ -127,7 +129,7 @@ async def test_a_runtime_under_its_own_user_does_everything_it_needs(
         trade = Trade(
             symbol="MSFT", venue=harness.venue, ts_ms=1_000, price=Decimal("412.5"), size=Decimal(2)
         )
-        while not bot.ticks:  # the bot subscribes a moment after its first heartbeat
+        while not bot.seen_ticks:  # the bot subscribes a moment after its first heartbeat
             ticks.add_trades([trade])
             await asyncio.sleep(0.1)
         publish_bars(harness, 1, 2, 3)
@@ -151,7 +153,10 @@ async def test_a_runtime_under_its_own_user_does_everything_it_needs(
     # The first bar read the history from Redis (all three written before any was published).
     assert bot.history_lengths == [3, 3, 3]
     assert bot.prices == [Decimal("412.5")] * 3
-    assert [t.price for t in bot.ticks[:1]] == [Decimal("412.5")]
+    assert [t.price for t in bot.seen_ticks[:1]] == [Decimal("412.5")]
+    assert [[(t.ts_ms, t.price) for t in recent] for recent in bot.recent_ticks] == [
+        [(1_000, Decimal("412.5"))]
+    ] * 3
     assert denials(admin, username(harness.bot_id)) == []
 
 

@@ -45,6 +45,7 @@ class Recorder(Bot):
         super().__init__()
         self.seen: list[tuple[str, int, Decimal]] = []
         self.fills: list[tuple[str, Decimal]] = []
+        self.recent: list[list[Decimal]] = []
 
     def on_tick(self, trade: Trade) -> None:
         self.seen.append(("tick", trade.ts_ms, trade.price))
@@ -53,6 +54,7 @@ class Recorder(Bot):
 
     def on_bar(self, bar: Bar) -> None:
         self.seen.append(("bar", bar.ts_ms, bar.close))
+        self.recent.append([t.price for t in self.ticks("ABC", 2)])
         if bar.ts_ms == 0:
             self.sell("ABC", 1, limit="10.9")
 
@@ -71,6 +73,12 @@ def test_ticks_drive_on_tick_and_make_the_bars_of_the_bots_timeframe() -> None:
     order = [(kind, ts) for kind, ts, _ in bot.seen]
     assert order.index(("bar", 0)) == order.index(("tick", 65_000)) - 1
     assert result.bars == 3 and result.ticks == 7
+    # ticks() in on_bar: the bar's last two trades (the next bar's first comes after it).
+    assert bot.recent == [
+        [Decimal("10.5"), Decimal("9.8")],
+        [Decimal("10.2"), Decimal("11.0")],
+        [Decimal("10.9"), Decimal("12.0")],
+    ]
     assert [ts for ts, _ in result.equity] == [MINUTE, 2 * MINUTE, 3 * MINUTE]
 
 

@@ -82,6 +82,7 @@ class _Context:
         self.bar_ts_ms: int | None = None
         self.outbox: list[OrderIntent] = []
         self.history_of: dict[tuple[str, Timeframe], deque[Bar]] = {}
+        self.recent_trades: dict[str, deque[Trade]] = {}
         self.last: dict[str, Decimal] = {}
 
     def now_ms(self) -> int:
@@ -97,6 +98,12 @@ class _Context:
         if count >= len(bars):
             return list(bars)
         return [bars[i] for i in range(len(bars) - count, len(bars))]
+
+    def ticks(self, symbol: str, count: int) -> list[Trade]:
+        trades = self.recent_trades.get(symbol)
+        if not trades:
+            return []
+        return list(trades)[max(0, len(trades) - count) :]
 
     def last_price(self, symbol: str) -> Decimal | None:
         return self.last.get(symbol)
@@ -240,6 +247,10 @@ class Backtest:
                         dispatch(broker.on_bar(point))
                     ctx.last[symbol] = event.price
                     last_bar[symbol] = point
+                    recent = ctx.recent_trades.get(symbol)
+                    if recent is None:
+                        recent = ctx.recent_trades[symbol] = deque(maxlen=HISTORY_LIMIT)
+                    recent.append(event)
                     call("on_tick", event)
                     if ctx.outbox:
                         send_outbox(last_bar)

@@ -125,6 +125,9 @@ class _LiveContext:
     def submit(self, intent: OrderIntent) -> None:
         self.outbox.append(intent)
 
+    def ticks(self, symbol: str, count: int) -> list[Trade]:
+        return self._reader.trades(symbol, count=count)
+
     def history(self, symbol: str, count: int, timeframe: Timeframe) -> list[Bar]:
         # Served from the bars the runtime has seen when they reach back far enough and have
         # no gap; otherwise read from RedisTimeSeries, which also re-seeds the cache.
