@@ -2,8 +2,9 @@
 
 Each row sums one book's fills in one UTC hour and carries the book's running totals at the
 hour's end (see :class:`~coyote_executor.models.FillHour`). :func:`roll_up` adds a step's fills:
-per book it reads the rows from the earliest hour touched on (usually just the current hour's)
-and the last row before, recomputes them in Python with exact decimals, and writes them back.
+for the books touched it reads the rows from the earliest hour touched on (usually just the
+current hour's) and the last row before, in a couple of statements for all books at once,
+recomputes them in Python with exact decimals, and writes them back.
 One executor owns an account at a time, so no two writers touch a book's rows at once.
 
 :func:`rebuild` rewrites the whole table from the fills, in the same arithmetic, for databases
@@ -182,76 +183,109 @@ def _from_row(row: sa.RowMapping | Mapping[str, Any]) -> _Hour:
     return hour
 
 
+_SEEKS_PER_STATEMENT = 400
+"""Books per UNION ALL (SQLite allows 500 terms in a compound statement)."""
+
+
 def _book_where(key: BookKey) -> list[sa.ColumnElement[bool]]:
     t = _TABLE
     return [t.c.account_id == key[0], t.c.bot_id == key[1], t.c.symbol == key[2]]
 
 
-def roll_up(conn: sa.Connection, fills: Iterable[FillFacts]) -> None:
-    """Adds ``fills`` (new ones, never written before) to the rollup, in ``conn``'s
-    transaction."""
+def _key_of(row: sa.RowMapping | sa.Row[Any]) -> BookKey:
+    return (row.account_id, row.bot_id, row.symbol)
+
+
+def _stored_from(
+    conn: sa.Connection, keys: list[BookKey], first: int
+) -> tuple[dict[BookKey, dict[int, _Hour]], dict[BookKey, Totals]]:
+    """The rows of the books ``keys`` from hour ``first`` on, and each book's running totals
+    before that hour (its last row before): two statements whatever the number of books."""
     t = _TABLE
-    zero: Totals = (ZERO, ZERO, ZERO, ZERO)
-    for key, new in _hours(fills).items():
-        first = min(new)
-        stored = {
-            row["hour_ms"]: _from_row(row)
-            for row in conn.execute(
-                sa.select(t).where(*_book_where(key), t.c.hour_ms >= first)
-            ).mappings()
-        }
-        before = conn.execute(
-            sa.select(*(t.c[name] for name in _RUNNING))
+    book = sa.tuple_(t.c.account_id, t.c.bot_id, t.c.symbol)
+    stored: dict[BookKey, dict[int, _Hour]] = {}
+    for row in conn.execute(sa.select(t).where(book.in_(keys), t.c.hour_ms >= first)).mappings():
+        stored.setdefault(_key_of(row), {})[row["hour_ms"]] = _from_row(row)
+    # Each book's last row before: an index seek per book (ORDER BY ... LIMIT 1), all in one
+    # UNION ALL; a GROUP BY with max() would read every earlier hour of every book.
+    before: dict[BookKey, Totals] = {}
+    for at in range(0, len(keys), _SEEKS_PER_STATEMENT):
+        seeks = [
+            sa.select(t.c.account_id, t.c.bot_id, t.c.symbol, *(t.c[name] for name in _RUNNING))
             .where(*_book_where(key), t.c.hour_ms < first)
             .order_by(t.c.hour_ms.desc())
             .limit(1)
-        ).first()
-        running: Totals = zero
-        if before is not None:
-            running = (
-                Decimal(before[0]),
-                Decimal(before[1]),
-                Decimal(before[2]),
-                Decimal(before[3]),
+            .subquery()
+            .select()
+            for key in keys[at : at + _SEEKS_PER_STATEMENT]
+        ]
+        for last in conn.execute(sa.union_all(*seeks) if len(seeks) > 1 else seeks[0]):
+            before[_key_of(last)] = (
+                Decimal(last.cum_quantity),
+                Decimal(last.cum_cash),
+                Decimal(last.cum_fees),
+                Decimal(last.cum_realized),
             )
-        inserts: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
-        for hour_ms in sorted(stored.keys() | new.keys()):
-            hour = stored.get(hour_ms)
-            added = new.get(hour_ms)
-            if hour is None:
-                hour = added
-                assert hour is not None
-            elif added is not None:
-                hour.merge(added)
-            # The running totals are rebuilt along the touched hours: the last row before plus
-            # each hour's sums, old fills and new alike.
-            running = _plus(running, hour.running_delta())
-            hour.set_running(running)
-            (updates if hour_ms in stored else inserts).append(hour.row(key, hour_ms))
-        if inserts:
-            conn.execute(t.insert(), inserts)
-        if updates:
-            conn.execute(
-                t.update()
-                .where(
-                    t.c.account_id == sa.bindparam("k_account"),
-                    t.c.bot_id == sa.bindparam("k_bot"),
-                    t.c.symbol == sa.bindparam("k_symbol"),
-                    t.c.hour_ms == sa.bindparam("k_hour"),
-                )
-                .values({name: sa.bindparam(name) for name in (*_HOURLY, *_LAST, *_RUNNING)}),
-                [
-                    {
-                        "k_account": row["account_id"],
-                        "k_bot": row["bot_id"],
-                        "k_symbol": row["symbol"],
-                        "k_hour": row["hour_ms"],
-                        **{name: row[name] for name in (*_HOURLY, *_LAST, *_RUNNING)},
-                    }
-                    for row in updates
-                ],
+    return stored, before
+
+
+def roll_up(conn: sa.Connection, fills: Iterable[FillFacts]) -> None:
+    """Adds ``fills`` (new ones, never written before) to the rollup, in ``conn``'s
+    transaction.
+
+    A handful of statements whatever the number of books touched: the books are read together
+    (grouped by the first hour they touch, nearly always the current one for all) and written
+    together."""
+    t = _TABLE
+    zero: Totals = (ZERO, ZERO, ZERO, ZERO)
+    books = _hours(fills)
+    by_first: dict[int, list[BookKey]] = {}
+    for key, new in books.items():
+        by_first.setdefault(min(new), []).append(key)
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for first, keys in by_first.items():
+        stored_of, before = _stored_from(conn, keys, first)
+        for key in keys:
+            new = books[key]
+            stored = stored_of.get(key, {})
+            running = before.get(key, zero)
+            for hour_ms in sorted(stored.keys() | new.keys()):
+                hour = stored.get(hour_ms)
+                added = new.get(hour_ms)
+                if hour is None:
+                    hour = added
+                    assert hour is not None
+                elif added is not None:
+                    hour.merge(added)
+                # The running totals are rebuilt along the touched hours: the last row before
+                # plus each hour's sums, old fills and new alike.
+                running = _plus(running, hour.running_delta())
+                hour.set_running(running)
+                (updates if hour_ms in stored else inserts).append(hour.row(key, hour_ms))
+    if inserts:
+        conn.execute(t.insert(), inserts)
+    if updates:
+        conn.execute(
+            t.update()
+            .where(
+                t.c.account_id == sa.bindparam("k_account"),
+                t.c.bot_id == sa.bindparam("k_bot"),
+                t.c.symbol == sa.bindparam("k_symbol"),
+                t.c.hour_ms == sa.bindparam("k_hour"),
             )
+            .values({name: sa.bindparam(name) for name in (*_HOURLY, *_LAST, *_RUNNING)}),
+            [
+                {
+                    "k_account": row["account_id"],
+                    "k_bot": row["bot_id"],
+                    "k_symbol": row["symbol"],
+                    "k_hour": row["hour_ms"],
+                    **{name: row[name] for name in (*_HOURLY, *_LAST, *_RUNNING)},
+                }
+                for row in updates
+            ],
+        )
 
 
 _LAST = ("last_ts_ms", "last_fill_id", "last_price")

@@ -375,14 +375,12 @@ class Store:
         keys = {
             (f.order.intent.account_id, f.order.intent.bot_id, f.order.intent.symbol) for f in fills
         }
-        accounts = {k[0] for k in keys}
         books: dict[tuple[str, str, str], Position] = {}
-        for row in conn.execute(
-            sa.select(positions).where(positions.c.account_id.in_(accounts))
-        ).mappings():
-            key = (row["account_id"], row["bot_id"], row["symbol"])
-            if key in keys:
-                books[key] = Position.model_validate(dict(row))
+        book_of = sa.tuple_(positions.c.account_id, positions.c.bot_id, positions.c.symbol)
+        for row in conn.execute(sa.select(positions).where(book_of.in_(list(keys)))).mappings():
+            books[(row["account_id"], row["bot_id"], row["symbol"])] = Position.model_validate(
+                dict(row)
+            )
         existing = set(books)
         cash: dict[tuple[str, str], tuple[Decimal, Decimal, int]] = {}
         rows = []
@@ -455,24 +453,47 @@ class Store:
                     for u in updates
                 ],
             )
-        for (account_id, bot_id), (flow, fees, ts) in cash.items():
-            current = conn.execute(
-                sa.select(balances.c.cash, balances.c.fees).where(
-                    balances.c.account_id == account_id, balances.c.bot_id == bot_id
+        ledger = sa.tuple_(balances.c.account_id, balances.c.bot_id)
+        current = {
+            (row.account_id, row.bot_id): (row.cash, row.fees)
+            for row in conn.execute(
+                sa.select(
+                    balances.c.account_id, balances.c.bot_id, balances.c.cash, balances.c.fees
+                ).where(ledger.in_(list(cash)))
+            )
+        }
+        new_balances = [
+            {"account_id": a, "bot_id": b, "cash": flow, "fees": fees, "updated_ms": ts}
+            for (a, b), (flow, fees, ts) in cash.items()
+            if (a, b) not in current
+        ]
+        if new_balances:
+            conn.execute(balances.insert(), new_balances)
+        changed_balances = [
+            {
+                "k_account": a,
+                "k_bot": b,
+                "cash": current[(a, b)][0] + flow,
+                "fees": current[(a, b)][1] + fees,
+                "updated_ms": ts,
+            }
+            for (a, b), (flow, fees, ts) in cash.items()
+            if (a, b) in current
+        ]
+        if changed_balances:
+            conn.execute(
+                balances.update()
+                .where(
+                    balances.c.account_id == sa.bindparam("k_account"),
+                    balances.c.bot_id == sa.bindparam("k_bot"),
                 )
-            ).first()
-            if current is None:
-                conn.execute(
-                    balances.insert().values(
-                        account_id=account_id, bot_id=bot_id, cash=flow, fees=fees, updated_ms=ts
-                    )
-                )
-            else:
-                conn.execute(
-                    balances.update()
-                    .where(balances.c.account_id == account_id, balances.c.bot_id == bot_id)
-                    .values(cash=current[0] + flow, fees=current[1] + fees, updated_ms=ts)
-                )
+                .values(
+                    cash=sa.bindparam("cash"),
+                    fees=sa.bindparam("fees"),
+                    updated_ms=sa.bindparam("updated_ms"),
+                ),
+                changed_balances,
+            )
 
 
 def intent_row(
