@@ -68,7 +68,17 @@ from coyote_executor.models import Position
 from coyote_executor.orders import Advance, LiveOrder, advance, reject
 from coyote_executor.prices import PriceBook
 from coyote_executor.store import Changes, Store, intent_row
-from coyote_risk import ACTIVE, HALTED, REASON_CODES, REASONS, REDUCING, RiskEngine
+from coyote_risk import (
+    ACTIVE,
+    HALTED,
+    REASON_CODES,
+    REASONS,
+    REDUCING,
+    Limits,
+    RejectRateBreaker,
+    RiskEngine,
+)
+from coyote_risk.reject_rate import NOT_COUNTED
 from coyote_sdk import protocol
 from coyote_sdk.protocol import (
     ALERTS_STREAM,
@@ -266,6 +276,9 @@ class Executor:
         self._last_position_check = 0.0
         self._halts: dict[str, Halt] = {}
         """Kill switches in force here, by hash field (``account:<id>``, ``bot:<id>``)."""
+        self._reject_rates: RejectRateBreaker[tuple[str, ...]] = RejectRateBreaker()
+        """Scopes halted for their reject rate: ``("account", account id)`` and ``("bot",
+        account id, bot id)``."""
         self._halt_values: dict[str, bytes] = {}
         """The stored value of each field in :attr:`_halts`, to tell what changed."""
         self._halts_read = False
@@ -353,6 +366,7 @@ class Executor:
             assigned, self._assigned = self._assigned, None
             await self._take_over(assigned, stop)
         await self._reconcile_when_due(stop)
+        self._lift_reject_halts()
         self._polled_at = time.monotonic()  # a process frozen inside the poll looks stale after
         batch = await self._consumer.getmany(timeout_ms=50, max_records=self.options.batch_size)
         records = [record for part in batch.values() for record in part]
@@ -515,6 +529,7 @@ class Executor:
         failpoint("sent")
         await self._record(outcome, stop)
         failpoint("recorded")
+        self._note_reject_rates(fresh, [*step.changes.reports, *outcome.reports])
         for report in outcome.reports:
             step.publish.append(
                 (
@@ -1320,18 +1335,80 @@ class Executor:
             or not account.reconciled
             or account_id in self.config_halts
             or f"account:{account_id}" in self._halts
+            or self._reject_rates.halted(("account", account_id))
         ):
             engine.set_state(HALTED)
         elif engine.account.state == HALTED:
             # Only a halt is undone: a scope the engine put in REDUCING stays there.
             engine.set_state(ACTIVE)
         bots = {h.target for h in self._halts.values() if h.scope == "bot"}
+        bots |= {s[2] for s in self._reject_rates.scopes() if s[:2] == ("bot", account_id)}
         for bot_id in bots:
             engine.set_state(HALTED, bot_id)
         for bot_id in account.halted_bots - bots:
             if engine.slot_bot(bot_id).state == HALTED:
                 engine.set_state(ACTIVE, bot_id)
         account.halted_bots = bots
+
+    def _note_reject_rates(
+        self, intents: Iterable[tuple[OrderIntent, Any, Any]], reports: Iterable[ExecutionReport]
+    ) -> None:
+        """Feeds the reject-rate breaker the outcome of the step's new orders (rejected by the
+        risk engine or by the broker, or not); a scope that trips is halted."""
+        codes = {
+            r.intent_id: r.reject_code
+            for r in reports
+            if r.exec_type is ExecType.REJECTED and r.intent_id == r.order_id
+        }
+        now = time.monotonic()
+        tripped: set[str] = set()
+        for intent, _, _ in intents:
+            account = self._accounts.get(intent.account_id)
+            if account is None or not isinstance(intent, NewOrder):
+                continue
+            code = codes.get(intent.intent_id)
+            if code in NOT_COUNTED:
+                continue
+            risk = account.config.risk
+            scopes: tuple[tuple[tuple[str, ...], Limits | None], ...] = (
+                (("account", intent.account_id), risk.account),
+                (("bot", intent.account_id, intent.bot_id), risk.bots.get(intent.bot_id)),
+            )
+            for scope, limits in scopes:
+                if limits is None:
+                    continue
+                trip = self._reject_rates.note(scope, limits, rejected=code is not None, now=now)
+                if trip is None:
+                    continue
+                tripped.add(intent.account_id)
+                what = (
+                    f"account {intent.account_id}"
+                    if scope[0] == "account"
+                    else f"bot {intent.bot_id}"
+                )
+                self._alert(
+                    "critical",
+                    "risk.reject_rate",
+                    f"{what} halted for {trip.until - now:.0f} s: {trip.describe()}",
+                    account_id=intent.account_id,
+                    bot_id=intent.bot_id if scope[0] == "bot" else None,
+                )
+        for account_id in tripped:
+            self._sync_states(self._accounts[account_id])
+
+    def _lift_reject_halts(self) -> None:
+        for scope in self._reject_rates.lift_due(time.monotonic()):
+            account = self._accounts.get(scope[1])
+            what = f"account {scope[1]}" if scope[0] == "account" else f"bot {scope[2]}"
+            self._alert(
+                "info",
+                "risk.reject_rate_lifted",
+                f"{what}: its halt for its reject rate ran out",
+                account_id=scope[1],
+                bot_id=scope[2] if scope[0] == "bot" else None,
+            )
+            if account is not None:
+                self._sync_states(account)
 
     def _halted_because(self, account: _Account, bot_id: str) -> str:
         """Why an order of ``bot_id`` on ``account`` is refused as ``risk.halted``."""
@@ -1347,6 +1424,15 @@ class Executor:
             causes.append(f"account {account_id} not yet reconciled with its broker")
         if account_id in self.config_halts:
             causes.append(f"account {account_id}: {self.config_halts[account_id]}")
+        for scope, what in (
+            (("account", account_id), f"account {account_id}"),
+            (("bot", account_id, bot_id), f"bot {bot_id}"),
+        ):
+            until = self._reject_rates.halted_until(scope)
+            if until is not None:
+                causes.append(
+                    f"{what} halted for its reject rate for {until - time.monotonic():.0f} s more"
+                )
         return "halted: " + ("; ".join(causes) or "refused by the risk engine")
 
     # -- prices, publishing, alerts ---------------------------------------------------------

@@ -17,6 +17,7 @@ from coyote_risk.config import (
     RiskConfig,
     risk_config_from_mapping,
 )
+from coyote_risk.reject_rate import RejectRateBreaker, Trip
 
 __all__ = [
     # The engine
@@ -33,6 +34,8 @@ __all__ = [
     "REASONS",
     "REASON_CODES",
     "REDUCING",
-    # Throttles
+    # Throttles and breakers
     "TokenBucket",
+    "RejectRateBreaker",
+    "Trip",
 ]

@@ -67,8 +67,8 @@ class Limits:
     Quantities are in instrument units (shares, coins, currency units); money is in the
     account's currency. Per-order limits (order quantity and notional, price collar and age,
     position, duplicate window) merge across scopes, strictest wins. The others belong to their
-    scope: throttles and daily loss to the bot's and the account's own limits, capital
-    allocation to the bot's, gross and net exposure to the account's.
+    scope: throttles, daily loss and the reject rate to the bot's and the account's own
+    limits, capital allocation to the bot's, gross and net exposure to the account's.
     """
 
     max_order_quantity: Decimal | None = None
@@ -89,6 +89,21 @@ class Limits:
     """Same side, symbol, quantity and price again within this window is a duplicate."""
     capital_allocation: Decimal | None = None
     """A bot's capital on a shared account: the notional it may commit."""
+    max_reject_rate: Decimal | None = None
+    """Share of the scope's last ``reject_rate_window`` new orders rejected (0 to 1) at which
+    it is halted for ``reject_halt_s`` (see :mod:`coyote_risk.reject_rate`)."""
+    reject_rate_window: int | None = None
+    """New orders the reject rate is taken over (50 when not set)."""
+    reject_halt_s: float | None = None
+    """How long a scope tripped by its reject rate stays halted (300 s when not set)."""
+
+    def __post_init__(self) -> None:
+        if self.max_reject_rate is not None and not 0 < self.max_reject_rate <= 1:
+            raise ValueError(f"max_reject_rate must be in (0, 1], got {self.max_reject_rate}")
+        if self.reject_rate_window is not None and self.reject_rate_window < 1:
+            raise ValueError(f"reject_rate_window must be positive, got {self.reject_rate_window}")
+        if self.reject_halt_s is not None and self.reject_halt_s <= 0:
+            raise ValueError(f"reject_halt_s must be positive, got {self.reject_halt_s}")
 
     def merged(self, tighter: Limits | None) -> Limits:
         """These limits with ``tighter``'s applied on top: the stricter of each pair wins."""
