@@ -15,9 +15,11 @@
    admin's email and the password printed at start (a new one every run) to watch the blotter,
    positions and PnL live, or trip the kill switch (the executor then refuses the orders).
 
-At the end the demo prints, per bot: bars received, intents, fills, rejections, position and
-realised PnL (from the bot's own portfolio, kept from the reports), and its heartbeat state;
-then the same bots as the reports API sees them (fills, fees, net PnL).
+At the end the demo prints, per bot, for this run: bars received, intents, fills, rejections,
+realised PnL (from the bot's own portfolio, kept from the execution reports), its position
+(earlier runs on the account included: a runtime rebuilds its portfolio from the account's past
+reports) and its heartbeat state; then the same run as the reports API sees it (fills, fees,
+realised and net PnL). The two realised PnL columns agree.
 
 Environment:
     DEMO_SECONDS: stop by itself after this many seconds instead of running until Ctrl-C.
@@ -72,7 +74,7 @@ from coyote_sdk.kafka import account_partition
 from coyote_sdk.loading import load_bot_class
 from coyote_sdk.logs import configure_logging
 from coyote_sdk.marketdata import MarketDataWriter
-from coyote_sdk.protocol import BotState
+from coyote_sdk.protocol import BotState, RuntimeState
 from coyote_sdk.runtime import BotRuntime, RuntimeOptions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -315,6 +317,15 @@ async def run_pipeline(endpoints: Endpoints, seconds: float | None) -> int:
         runtimes[name] = BotRuntime(bot_class(), options, endpoints)
         tasks.append(asyncio.create_task(runtimes[name].run()))
     await asyncio.sleep(1.0)  # the bots subscribe before the first bar is published
+    # A runtime rebuilds its portfolio from the account's past reports (earlier demo runs)
+    # before it starts: what it realises in this run counts from there.
+    for _ in range(600):  # at most a minute
+        if all(r.state is not RuntimeState.STARTING for r in runtimes.values()):
+            break
+        await asyncio.sleep(0.1)
+    realised_before = {
+        name: r.portfolio.position("EURUSD").realized_pnl for name, r in runtimes.items()
+    }
 
     _say(f"replaying {len(bars)} EURUSD hourly bars into {VENUE} at {pace.bars_per_second}/s")
     replay = asyncio.create_task(
@@ -374,7 +385,7 @@ async def run_pipeline(endpoints: Endpoints, seconds: float | None) -> int:
             str(counts[(bot_id, "trade")]),
             str(counts[(bot_id, "rejected")]),
             str(position.quantity),
-            f"{position.realized_pnl:.2f}",
+            f"{position.realized_pnl - realised_before[name]:.2f}",
             status.state.value if status else "?",
         )
     console.print(table)
