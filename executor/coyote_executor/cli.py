@@ -22,6 +22,7 @@ from coyote_executor.remote_accounts import RemoteAccounts
 from coyote_executor.service import Executor, ExecutorOptions
 from coyote_executor.store import Store
 from coyote_sdk.logs import configure_logging
+from coyote_sdk.tracing import configure_tracing
 from coyote_sdk.vault import vault_client
 
 app = typer.Typer(
@@ -54,6 +55,10 @@ def run(
         settings.instance_id = instance
     log.info("effective configuration:\n%s", settings.describe())
     try:
+        # Spans are exported only when the OTEL_* variables ask (docs/executor.md#traces).
+        configure_tracing(
+            "coyote-executor", attributes={"service.instance.id": settings.instance_id}
+        )
         asyncio.run(serve(settings))
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)

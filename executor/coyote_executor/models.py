@@ -124,6 +124,9 @@ class Order(SQLModel, table=True):
     created_ms: int = Field(sa_type=sa.BigInteger)
     updated_ms: int = Field(sa_type=sa.BigInteger)
     bar_ts_ms: int | None = Field(default=None, sa_type=sa.BigInteger)
+    traceparent: str | None = Field(default=None, max_length=55)
+    """The W3C trace context of the span that placed the order (OpenTelemetry): its later
+    fills and cancels are traced in the same trace. Added after the table; None in older rows."""
 
 
 class Fill(SQLModel, table=True):
@@ -214,6 +217,8 @@ class Report(SQLModel, table=True):
     intent is redelivered); otherwise a late event, published from this table."""
     published: bool = True
     """False until a late event's report has been published."""
+    traceparent: str | None = Field(default=None, max_length=55)
+    """The ``traceparent`` header the report is published with (added after the table)."""
 
 
 class FillHour(SQLModel, table=True):

@@ -52,15 +52,19 @@ class LiveOrder:
     reject_code: str | None = None
     reject_reason: str | None = None
     updated_ms: int = 0
+    traceparent: str | None = None
+    """The W3C trace context of the span that placed the order: its later events (fills,
+    cancels, found by reconciliation) are traced as its children."""
 
     @classmethod
-    def placed(cls, intent: NewOrder, now_ms: int) -> LiveOrder:
+    def placed(cls, intent: NewOrder, now_ms: int, *, traceparent: str | None = None) -> LiveOrder:
         return cls(
             intent,
             quantity=intent.quantity,
             limit_price=intent.limit_price,
             stop_price=intent.stop_price,
             updated_ms=now_ms,
+            traceparent=traceparent,
         )
 
     @property

@@ -46,8 +46,10 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.partitioner import DefaultPartitioner
+from opentelemetry.trace import INVALID_SPAN, Span
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from coyote_executor import traces
 from coyote_executor._dedupe import RecentIds
 from coyote_executor._failpoints import failpoint
 from coyote_executor._follow import follow_hash
@@ -103,6 +105,7 @@ from coyote_sdk.protocol import (
     now_ms,
     report_for,
 )
+from coyote_sdk.tracing import traceparent_of
 
 log = logging.getLogger("coyote.executor")
 
@@ -209,19 +212,35 @@ class _Step:
     actions: list[tuple[OrderIntent, LiveOrder]] = dataclasses.field(default_factory=list)
     """Broker calls in the order their intents arrived: a NewOrder submits its order, a
     cancel or replace acts on the open order it names."""
+    span: Span = INVALID_SPAN
+    """The trace span of the record being decided (see :mod:`.traces`)."""
+    traceparent: str | None = None
+    """Its context, which the order it places and the reports it gets carry."""
+    spans: list[Span] = dataclasses.field(default_factory=list)
+    """The span of every record of the step, ended once the step is published."""
 
     def decided(self, intent: OrderIntent, raw: bytes, now: int, **decision: Any) -> None:
         """Records the decision on ``intent``, carried by the record at :attr:`source`."""
         self.changes.intents.append(intent_row(intent, raw, now, source=self.source, **decision))
+        traces.decided(
+            self.span,
+            intent,
+            decision.get("order_id"),
+            decision.get("reject_code"),
+            decision.get("reject_reason"),
+        )
 
     def report(self, report: ExecutionReport) -> None:
         self.changes.reports.append(report)
+        if self.traceparent is not None:
+            self.changes.traceparents[report.report_id] = self.traceparent
+        traces.report_events(self.span, [report])
         self.publish.append(
             (
                 self.reports_topic,
                 report.account_id.encode(),
                 protocol.encode(report),
-                [],
+                _trace_headers(self.traceparent),
             )
         )
 
@@ -264,6 +283,9 @@ class Executor:
         """Accounts this instance owns now, with their risk state."""
         self._orders: dict[str, LiveOrder] = {}
         """Open orders of the owned accounts, by order id."""
+        self._step_spans: dict[uuid.UUID, Span] = {}
+        """The spans of the intents the current step decided, by intent id (see :mod:`.traces`):
+        what happens to their orders in the step goes into them."""
         self._updates: asyncio.Queue[tuple[str, Sequence[BrokerOrderState]]] = asyncio.Queue()
         self._assigned: set[TopicPartition] | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -479,12 +501,18 @@ class Executor:
         now = now_ms()
         step = _Step(self.options.reports_topic)
         decoded: list[tuple[OrderIntent, bytes, tuple[int, int]]] = []
+        spans: dict[tuple[int, int], Span] = {}
         for record in records:
+            span = traces.intent_span(record)
+            step.spans.append(span)
             try:
                 intent = protocol.decode_intent(record.value)
             except ProtocolError as exc:
+                traces.refused(span, f"decode.{exc.code}", str(exc)[:500])
+                step.span, step.traceparent = span, traceparent_of(span)
                 self._dead_letter(step, record, exc, now)
                 continue
+            spans[(record.partition, record.offset)] = span
             decoded.append((intent, record.value, (record.partition, record.offset)))
         # Ids decided by this process are answered from memory; the database knows the rest.
         candidates = [str(i.intent_id) for i, _, _ in decoded if i.intent_id not in self._recent]
@@ -494,6 +522,7 @@ class Executor:
         for intent, raw, source in decoded:
             key = str(intent.intent_id)
             if intent.intent_id in self._recent:
+                traces.skipped(spans[source], "duplicate")
                 log.info("duplicate intent %s ignored", key)
             elif key not in known:
                 known[key] = source  # a second copy later in this batch is a duplicate
@@ -501,27 +530,41 @@ class Executor:
             elif known[key] == source:
                 # This very record was decided before, but that step's transaction never
                 # committed (the executor stopped first): publish the recorded reports now.
+                traces.skipped(spans[source], "redelivered")
                 redelivered.append(key)
             else:
+                traces.skipped(spans[source], "duplicate")
                 log.info("duplicate intent %s ignored (first seen at %s)", key, known[key])
         if redelivered:
             recorded = await self._durably(
                 lambda: self._store.reports_of_intents(redelivered), stop
             )
-            for account_id, body in recorded:
-                step.publish.append((self.options.reports_topic, account_id.encode(), body, []))
+            for account_id, body, traceparent in recorded:
+                step.publish.append(
+                    (
+                        self.options.reports_topic,
+                        account_id.encode(),
+                        body,
+                        _trace_headers(traceparent),
+                    )
+                )
             log.info(
                 "%d intents redelivered; %d recorded reports published",
                 len(redelivered),
                 len(recorded),
             )
         await self._refresh_prices(fresh, now)
+        self._step_spans.clear()
         for intent, raw, source in fresh:
             self.health.intents.labels(type(intent).__struct_config__.tag).inc()
             step.source = source
+            step.span = self._step_spans[intent.intent_id] = spans[source]
+            step.traceparent = traceparent_of(step.span)
             self._decide(step, intent, raw, now)
             self._recent.add(intent.intent_id)
+        step.span, step.traceparent = INVALID_SPAN, None
         await self._record(step.changes, stop)
+        traces.event((self._step_spans[i.intent_id] for i, _ in step.actions), "order.recorded")
         failpoint("decided")
         await self._unless_fenced(stop)  # before the broker sees the successor's orders again
         outcome = Changes()
@@ -536,10 +579,13 @@ class Executor:
                     self.options.reports_topic,
                     report.account_id.encode(),
                     protocol.encode(report),
-                    [],
+                    _trace_headers(outcome.traceparents.get(report.report_id)),
                 )
             )
         await self._publish(step.publish, offsets, stop)
+        self._step_spans.clear()
+        for span in step.spans:
+            span.end()
 
     def _decide(self, step: _Step, intent: OrderIntent, raw: bytes, now: int) -> None:
         account = self._accounts.get(intent.account_id)
@@ -624,7 +670,7 @@ class Executor:
                 intent.reduce_only,
                 now,
             )
-        order = LiveOrder.placed(intent, now)
+        order = LiveOrder.placed(intent, now, traceparent=step.traceparent)
         if code:
             reason = (
                 self._halted_because(account, intent.bot_id)
@@ -693,7 +739,7 @@ class Executor:
             intent, raw, now, order_id=str(order_id), reject_code=code, reject_reason=reason
         )
         if isinstance(intent, NewOrder):
-            placed = LiveOrder.placed(intent, now)
+            placed = LiveOrder.placed(intent, now, traceparent=step.traceparent)
             step.report(reject(placed, code, reason, now))
             step.changes.new_orders.append(placed)
             return
@@ -717,6 +763,8 @@ class Executor:
             ("coyote-error-code", code.encode()),
             ("coyote-error", str(error)[:500].encode()),
             ("coyote-source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+            # The record's own trace context goes along, like the rest of it, verbatim.
+            *(h for h in record.headers or () if h[0] in _TRACE_HEADER_NAMES),
         ]
         step.publish.append(
             (self.options.dead_letter_topic, record.key, record.value or b"", headers)
@@ -775,6 +823,8 @@ class Executor:
                 # the broker about them by client order id, sending again only those it never
                 # saw; none is ever sent again blindly.
                 self._broker_failed(account, exc)
+                spans = (self._step_spans.get(o.order_id, INVALID_SPAN) for o in group)
+                traces.event(spans, "broker.failed", **{"exception.message": str(exc)})
                 continue
             account.failures = 0
             for order, state in zip(group, states, strict=True):
@@ -838,7 +888,13 @@ class Executor:
         code: str,
         reason: str,
     ) -> None:
-        outcome.reports.append(_action_rejection(intent, order, now, code, reason))
+        report = _action_rejection(intent, order, now, code, reason)
+        outcome.reports.append(report)
+        span = self._step_spans.get(intent.intent_id, INVALID_SPAN)
+        traces.report_events(span, [report])
+        traceparent = traceparent_of(span)
+        if traceparent is not None:
+            outcome.traceparents[report.report_id] = traceparent
 
     def _advance(
         self,
@@ -854,6 +910,7 @@ class Executor:
         result = advance(order, state, now, cause=cause)
         if not result.changed:
             return result
+        self._trace(order, result.reports, changes, cause)
         changes.update(order)
         changes.reports.extend(result.reports)
         changes.fills.extend(result.fills)
@@ -884,6 +941,30 @@ class Executor:
         if order.status.is_terminal:
             self._orders.pop(str(order.order_id), None)
         return result
+
+    def _trace(
+        self,
+        order: LiveOrder,
+        reports: Sequence[ExecutionReport],
+        changes: Changes,
+        cause: OrderIntent | None,
+    ) -> None:
+        """Traces what happened to ``order``: in its intent's span while that intent's step
+        runs, otherwise in a span of its own in the order's trace (:func:`traces.order_update`);
+        the reports carry that span's context."""
+        span = self._step_spans.get(order.order_id) if cause is None else None
+        if span is not None:
+            traces.report_events(span, reports)
+            traceparent = order.traceparent  # that span's, given to the order when it was placed
+        else:
+            caused_by = self._step_spans.get(cause.intent_id) if cause is not None else None
+            if caused_by is not None:
+                traces.report_events(caused_by, reports)
+            span = traces.order_update(order, reports, cause=caused_by)
+            traceparent = traceparent_of(span) or order.traceparent
+        if traceparent is not None:
+            for report in reports:
+                changes.traceparents[report.report_id] = traceparent
 
     def _broker_failed(self, account: _Account, error: Exception) -> None:
         account.failures += 1
@@ -927,11 +1008,14 @@ class Executor:
             if not pending:
                 return
             await self._publish(
-                [(self.options.reports_topic, a.encode(), body, []) for _, a, body in pending],
+                [
+                    (self.options.reports_topic, a.encode(), body, _trace_headers(traceparent))
+                    for _, a, body, traceparent in pending
+                ],
                 None,
                 stop,
             )
-            published = [report_id for report_id, _, _ in pending]
+            published = [report_id for report_id, _, _, _ in pending]
             await self._durably(functools.partial(self._store.mark_published, published), stop)
 
     # -- ownership and reconciliation ------------------------------------------------------
@@ -1634,6 +1718,14 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self._executor._assigned = set(assigned)
+
+
+_TRACE_HEADER_NAMES = (protocol.TRACEPARENT_HEADER, protocol.TRACESTATE_HEADER)
+
+
+def _trace_headers(traceparent: str | None) -> list[tuple[str, bytes]]:
+    """The Kafka headers of a report published in the trace ``traceparent``."""
+    return [(protocol.TRACEPARENT_HEADER, traceparent.encode())] if traceparent else []
 
 
 def _broker_order(order: LiveOrder) -> BrokerOrder:

@@ -63,6 +63,8 @@ class Changes:
     updated_orders: dict[str, LiveOrder] = dataclasses.field(default_factory=dict)
     fills: list[FillEvent] = dataclasses.field(default_factory=list)
     reports: list[ExecutionReport] = dataclasses.field(default_factory=list)
+    traceparents: dict[uuid.UUID, str] = dataclasses.field(default_factory=dict)
+    """The ``traceparent`` each report (by report id) is published with, if any."""
     with_offsets: bool = True
     """Whether the reports go out in the Kafka transaction that commits the offsets of the
     intents that caused them (then a redelivered intent re-publishes them), or are late events
@@ -99,9 +101,12 @@ class Store:
             # instance) would hold its row locks, and block its successor, for as long as it
             # is frozen. The executor never idles inside a transaction: the server ends one
             # that does, and the zombie's next write fails.
-            connect_args.setdefault(
-                "options", f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
-            )
+            # Added to the URL's own options (a search_path, say), which connect_args would
+            # otherwise replace.
+            from_url = sa.make_url(url).query.get("options")
+            from_url = from_url[-1] if isinstance(from_url, tuple) else from_url
+            idle = f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+            connect_args.setdefault("options", f"{from_url} {idle}" if from_url else idle)
         self.engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -113,6 +118,7 @@ class Store:
         tables = [getattr(t, "__table__") for t in TABLES]  # noqa: B009 - untyped attribute
         SQLModel.metadata.create_all(self.engine, tables=tables)
         with self.engine.begin() as conn:
+            _add_missing_columns(conn, tables)
             # Indexes added since a table was created (create_all skips existing tables).
             for table in tables:
                 for index in table.indexes:
@@ -163,31 +169,31 @@ class Store:
             )
             return {row[0]: (row[1], row[2]) for row in rows}
 
-    def reports_of_intents(self, intent_ids: Sequence[str]) -> list[tuple[str, bytes]]:
+    def reports_of_intents(self, intent_ids: Sequence[str]) -> list[tuple[str, bytes, str | None]]:
         """The reports recorded for publication with ``intent_ids``' offsets (account id,
-        body), oldest first."""
+        body, traceparent), oldest first."""
         if not intent_ids:
             return []
         table = Report.__table__  # type: ignore[attr-defined]
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(table.c.account_id, table.c.body)
+                sa.select(table.c.account_id, table.c.body, table.c.traceparent)
                 .where(table.c.intent_id.in_(list(intent_ids)), table.c.with_offsets.is_(True))
                 .order_by(table.c.report_id)
             )
-            return [(row[0], bytes(row[1])) for row in rows]
+            return [(row[0], bytes(row[1]), row[2]) for row in rows]
 
-    def unpublished_reports(self, limit: int = 1000) -> list[tuple[str, str, bytes]]:
-        """Reports written but not yet published: (report id, account id, body)."""
+    def unpublished_reports(self, limit: int = 1000) -> list[tuple[str, str, bytes, str | None]]:
+        """Reports written but not yet published: (report id, account id, body, traceparent)."""
         table = Report.__table__  # type: ignore[attr-defined]
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(table.c.report_id, table.c.account_id, table.c.body)
+                sa.select(table.c.report_id, table.c.account_id, table.c.body, table.c.traceparent)
                 .where(table.c.published.is_(False))
                 .order_by(table.c.report_id)
                 .limit(limit)
             )
-            return [(row[0], row[1], bytes(row[2])) for row in rows]
+            return [(row[0], row[1], bytes(row[2]), row[3]) for row in rows]
 
     def mark_published(self, report_ids: Iterable[str]) -> None:
         ids = list(report_ids)
@@ -364,6 +370,7 @@ class Store:
                             "body": protocol.encode(r),
                             "with_offsets": changes.with_offsets,
                             "published": changes.with_offsets,
+                            "traceparent": changes.traceparents.get(r.report_id),
                         }
                         for r in changes.reports
                     ],
@@ -556,6 +563,7 @@ def _order_row(order: LiveOrder) -> dict[str, Any]:
         "reduce_only": intent.reduce_only,
         "created_ms": intent.ts_ms,
         "bar_ts_ms": intent.bar_ts_ms,
+        "traceparent": order.traceparent,
         **_mutable(order),
     }
 
@@ -588,7 +596,37 @@ def _live_order(row: Any) -> LiveOrder:
         reject_code=row["reject_code"],
         reject_reason=row["reject_reason"],
         updated_ms=row["updated_ms"],
+        traceparent=row["traceparent"],
     )
+
+
+def _add_missing_columns(conn: sa.Connection, tables: Sequence[sa.Table]) -> None:
+    """Adds the nullable columns a table gained since the database was created (create_all
+    skips existing tables): ``ALTER TABLE … ADD COLUMN`` on SQLite and PostgreSQL alike, so a
+    database of an older executor keeps working, its old rows holding NULL there."""
+    inspector = sa.inspect(conn)
+    quote = conn.dialect.identifier_preparer.quote
+    for table in tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable or column.primary_key:
+                raise RuntimeError(
+                    f"table {table.name} lacks column {column.name}, which cannot be added "
+                    "to existing rows (not nullable): migrate the database by hand"
+                )
+            log.info("adding column %s.%s", table.name, column.name)
+            # IF NOT EXISTS: two executors starting at once on PostgreSQL both get here.
+            guard = "IF NOT EXISTS " if conn.dialect.name == "postgresql" else ""
+            conn.execute(
+                sa.text(
+                    f"ALTER TABLE {quote(table.name)} ADD COLUMN {guard}{quote(column.name)} "
+                    f"{column.type.compile(dialect=conn.dialect)}"
+                )
+            )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -589,6 +589,14 @@ INTENTS_DEAD_LETTER_TOPIC: Final = TopicSpec(
 
 TOPICS: Final = (INTENTS_TOPIC, EXECUTION_REPORTS_TOPIC, INTENTS_DEAD_LETTER_TOPIC)
 
+TRACEPARENT_HEADER: Final = "traceparent"
+"""Kafka record header of an intent or execution report: its W3C Trace Context ``traceparent``
+(``00-<trace id>-<span id>-<flags>``, ASCII), optional. The message itself never carries it."""
+
+TRACESTATE_HEADER: Final = "tracestate"
+"""Kafka record header: the W3C Trace Context ``tracestate`` that goes with a ``traceparent``,
+optional."""
+
 KEY_PREFIX: Final = "coyote"
 
 

@@ -110,6 +110,8 @@ class ExecutorHarness:
         self._producer: AIOKafkaProducer | None = None
         self._reports: AIOKafkaConsumer | None = None
         self.received: list[ExecutionReport] = []
+        self.report_headers: dict[uuid.UUID, dict[str, bytes]] = {}
+        """The Kafka headers of each received report, by report id."""
 
     async def setup(self) -> None:
         await ensure_topics(
@@ -249,11 +251,18 @@ class ExecutorHarness:
     def limit(self, price: str, **fields: Any) -> NewOrder:
         return self.order(order_type=OrderType.LIMIT, limit_price=Decimal(price), **fields)
 
-    async def send(self, *intents: protocol.OrderIntent | bytes, key: str | None = None) -> None:
+    async def send(
+        self,
+        *intents: protocol.OrderIntent | bytes,
+        key: str | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         assert self._producer is not None
         for intent in intents:
             value = intent if isinstance(intent, bytes) else protocol.encode(intent)
-            await self._producer.send(self.intents_topic, value, key=(key or self.account).encode())
+            await self._producer.send(
+                self.intents_topic, value, key=(key or self.account).encode(), headers=headers
+            )
         await self._producer.flush()
 
     async def reports_until(self, done: Any, within: float = 20.0) -> list[ExecutionReport]:
@@ -266,7 +275,10 @@ class ExecutorHarness:
                 raise AssertionError(f"timed out; received {seen}")
             batch = await self._reports.getmany(timeout_ms=200)
             for records in batch.values():
-                self.received.extend(protocol.decode(r.value, ExecutionReport) for r in records)
+                for record in records:
+                    report = protocol.decode(record.value, ExecutionReport)
+                    self.received.append(report)
+                    self.report_headers[report.report_id] = dict(record.headers or ())
         return self.received
 
     async def terminal_reports(

@@ -96,6 +96,7 @@ def run(
     from coyote_sdk.logs import configure_logging
     from coyote_sdk.protocol import BotState
     from coyote_sdk.runtime import BotRuntime, ProcessLimits, RuntimeOptions, run_until_signalled
+    from coyote_sdk.tracing import configure_tracing
 
     configure_logging()
     try:
@@ -127,6 +128,8 @@ def run(
             max_handler_errors=max_errors,
             release=release,
         )
+        # Spans are exported only when the OTEL_* variables ask (docs/runtime.md#traces).
+        configure_tracing("coyote-bot", attributes={"coyote.bot.id": identifier})
     except (
         BotLoadError,
         BundleError,

@@ -29,6 +29,9 @@ import redis
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from coyote_sdk import protocol
 from coyote_sdk._version import __version__
@@ -53,12 +56,14 @@ from coyote_sdk.protocol import (
     Trade,
 )
 from coyote_sdk.state import RedisState
+from coyote_sdk.tracing import context_from_headers, headers_of
 
 logger = logging.getLogger("coyote.runtime")
 _MAX_FLUSH_ROUNDS = 10
 _HISTORY_SEED = 500
 """Bars read per symbol on a bot's first history() call, kept and extended in memory."""
 bot_logger = logging.getLogger("coyote.bot")
+tracer = trace.get_tracer("coyote_sdk.runtime", __version__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +83,8 @@ class RuntimeOptions:
         flag_stale_s: After this long without a successful read, the flag counts as unknown
             and intents are blocked.
         release: The release the runtime was launched from, for its heartbeat.
+        intents_topic, reports_topic: The protocol's topics; other names only for isolated
+            tests.
     """
 
     bot_id: str
@@ -90,6 +97,8 @@ class RuntimeOptions:
     flag_refresh_s: float = 1.0
     flag_stale_s: float = 3.0
     release: str | None = None
+    intents_topic: str = protocol.INTENTS_TOPIC.name
+    reports_topic: str = protocol.EXECUTION_REPORTS_TOPIC.name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,7 +320,8 @@ class BotRuntime:
                     await self._call("on_tick", payload)
                     await self._flush(context, producer)
                 else:
-                    await self._on_report(payload, context, producer)
+                    report, headers = payload
+                    await self._on_report(report, context, producer, headers=headers)
         finally:
             stop.cancel()
 
@@ -330,13 +340,38 @@ class BotRuntime:
         await self._flush(context, producer)
 
     async def _on_report(
-        self, report: ExecutionReport, context: _LiveContext, producer: AIOKafkaProducer
+        self,
+        report: ExecutionReport,
+        context: _LiveContext,
+        producer: AIOKafkaProducer,
+        *,
+        headers: Any = None,
     ) -> None:
-        fill = self.portfolio.apply(report)
-        await self._call("on_order_update", report)
-        if fill is not None:
-            await self._call("on_fill", report)
-        await self._flush(context, producer)
+        # In the trace of the order the report is about (its Kafka headers carry it); what the
+        # bot sends in answer starts traces of its own, linked to this span.
+        span = tracer.start_span(
+            "coyote.report.process", context_from_headers(headers), kind=SpanKind.CONSUMER
+        )
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": self.options.reports_topic,
+                    "coyote.report.id": str(report.report_id),
+                    "coyote.order.id": str(report.order_id),
+                    "coyote.intent.id": str(report.intent_id),
+                    "coyote.bot.id": report.bot_id,
+                    "coyote.exec_type": report.exec_type.value,
+                    "coyote.order.status": report.order_status.value,
+                }
+            )
+        with trace.use_span(span, end_on_exit=True):
+            fill = self.portfolio.apply(report)
+            await self._call("on_order_update", report)
+            if fill is not None:
+                await self._call("on_fill", report)
+            await self._flush(context, producer)
 
     async def _shut_down(self, context: _LiveContext, producer: AIOKafkaProducer) -> None:
         self._set_state(RuntimeState.STOPPING, self._exit.reason if self._exit else None)
@@ -408,11 +443,31 @@ class BotRuntime:
         context.outbox.clear()
 
     async def _produce(self, producer: AIOKafkaProducer, intent: OrderIntent) -> None:
-        await producer.send_and_wait(
-            protocol.INTENTS_TOPIC.name,
-            protocol.encode(intent),
-            key=intent.account_id.encode(),
+        # Every intent starts a trace of its own, which the executor continues through the
+        # W3C trace context in the record's headers; a span current now (the report being
+        # answered) is linked, not made its parent: traces would otherwise chain forever.
+        current = trace.get_current_span().get_span_context()
+        span = tracer.start_span(
+            "coyote.intent.send",
+            Context(),
+            kind=SpanKind.PRODUCER,
+            links=[Link(current)] if current.is_valid else None,
         )
+        if span.is_recording():
+            span.set_attributes(_intent_attributes(intent, self.options.intents_topic))
+        try:
+            await producer.send_and_wait(
+                self.options.intents_topic,
+                protocol.encode(intent),
+                key=intent.account_id.encode(),
+                headers=headers_of(span) or None,
+            )
+        except KafkaError as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, "produce.failed"))
+            raise
+        finally:
+            span.end()
         self.intents += 1
         self._log.info(
             "intent sent",
@@ -525,7 +580,7 @@ class BotRuntime:
     async def _replay_reports(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         """Rebuilds the portfolio from the bot's past reports before the first handler runs."""
         partition = await account_partition(
-            producer, protocol.EXECUTION_REPORTS_TOPIC.name, self.options.account_id
+            producer, self.options.reports_topic, self.options.account_id
         )
         consumer.assign([partition])
         await consumer.seek_to_beginning(partition)
@@ -553,7 +608,7 @@ class BotRuntime:
                 for record in records:
                     report = self._decode_report(record.value)
                     if report is not None:
-                        self._events.put_nowait(("report", report))
+                        self._events.put_nowait(("report", (report, record.headers)))
 
     def _decode_report(self, raw: bytes | None) -> ExecutionReport | None:
         if raw is None:
@@ -564,6 +619,22 @@ class BotRuntime:
             self._log.error("undecodable execution report skipped: %s", exc)
             return None
         return report if report.bot_id == self.options.bot_id else None
+
+
+def _intent_attributes(intent: OrderIntent, topic: str) -> dict[str, str]:
+    attributes = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": topic,
+        "coyote.intent.id": str(intent.intent_id),
+        "coyote.intent.action": str(type(intent).__struct_config__.tag),
+        "coyote.account.id": intent.account_id,
+        "coyote.bot.id": intent.bot_id,
+    }
+    symbol = getattr(intent, "symbol", None)
+    if symbol is not None:
+        attributes["coyote.symbol"] = symbol
+    return attributes
 
 
 async def run_until_signalled(runtime: BotRuntime) -> RuntimeExit:
