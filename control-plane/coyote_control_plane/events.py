@@ -47,6 +47,10 @@ KINDS = (
     "alert",
     "kill_switch.tripped",
     "kill_switch.reset",
+    "canary.started",
+    "canary.promoted",
+    "canary.discarded",
+    "canary.ended",
 )
 
 

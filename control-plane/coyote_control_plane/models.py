@@ -15,6 +15,7 @@ names are unique within an organisation and the ids unique across all of them.
 from __future__ import annotations
 
 import enum
+from decimal import Decimal
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -452,6 +453,10 @@ class Deployment(SQLModel, table=True):
     next_start_ms: int | None = _ms(default=None, nullable=True)
     runtime_ref: str | None = Field(default=None, max_length=200)
     """The backend's handle on the runtime (a pid, a Kubernetes Deployment name)."""
+    canary: bool = False
+    """The runtime of a canary (see :class:`Canary`): run by the supervisor like any other,
+    but reached only through its live deployment's ``/canary`` routes, never listed among the
+    deployments. Kept after the canary ends, as the record its orders and fills point at."""
     created_by: str = Field(max_length=300)
     created_ms: int = _ms()
     updated_ms: int = _ms()
@@ -505,6 +510,168 @@ class DeploymentReleasePublic(SQLModel):
 class ReleaseChange(SQLModel):
     release: int | None = Field(default=None, ge=1, le=MAX_INT)
     """For a rollback: the release to go back to; the one before the current by default."""
+
+
+# -- CANARIES ----------------------------------------------------------------------------------
+
+
+class CanaryState(enum.StrEnum):
+    ACTIVE = "active"
+    """Its runtime runs (or is wanted) beside the live deployment."""
+    PROMOTED = "promoted"
+    """The live deployment moved to its release; it was stopped."""
+    DISCARDED = "discarded"
+    """Stopped without promotion."""
+    ENDED = "ended"
+    """Stopped because its live deployment was stopped or deleted."""
+
+
+class CanaryCreate(SQLModel):
+    """A canary: a release run as a paper shadow beside a live deployment.
+
+    Give ``release`` to try an existing release of the bot, or ``version`` (the latest by
+    default) to make one; ``params`` override the parameters either way — by default the live
+    deployment's (with ``version``) or the release's own (with ``release``).
+    """
+
+    release: int | None = Field(default=None, ge=1, le=MAX_INT)
+    version: int | None = Field(default=None, ge=1, le=MAX_INT)
+    params: dict[str, Any] | None = None
+    """Parameters to change, merged over the release's (or the live deployment's)."""
+    risk_profile: dict[str, Any] | None = None
+    """With ``version``: the bot's own limits; the live release's by default."""
+    account: str | None = Field(default=None, max_length=39)
+    """A paper account to trade; by default ``<live account>-shadow``, a paper account on the
+    live account's venue (made with its currency and risk limits when missing)."""
+    capital: Amount | None = Field(default=None, max_length=40)
+    """The canary's capital allocation; the live deployment's by default."""
+
+
+class Canary(SQLModel, table=True):
+    """A canary of a deployment: what ran, where, who started and ended it. Rows are kept
+    after the canary ends (and after its live deployment is deleted), for the audit."""
+
+    __tablename__ = "canaries"
+    __table_args__ = (sa.UniqueConstraint("org_id", "deployment_name", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organizations.id", index=True)
+    deployment_id: int | None = Field(default=None, foreign_key="deployments.id", index=True)
+    """The live deployment; null once it is deleted."""
+    deployment_name: str = Field(max_length=39)
+    number: int
+    """The deployment's canaries are numbered 1, 2 …"""
+    active_for: int | None = Field(default=None, unique=True)
+    """The live deployment's id while the canary is active, else null: the database keeps one
+    active canary per deployment."""
+    shadow_id: int = Field(foreign_key="deployments.id")
+    """The canary's runtime: a deployment row of its own (``Deployment.canary``)."""
+    release_id: int = Field(foreign_key="releases.id")
+    live_release_id: int = Field(foreign_key="releases.id")
+    """The live deployment's release when the canary started."""
+    account_id: int = Field(foreign_key="accounts.id")
+    capital: str = Field(max_length=40)
+    state: CanaryState = Field(default=CanaryState.ACTIVE, sa_type=_enum(CanaryState))
+    started_by: str = Field(max_length=300)
+    started_ms: int = _ms()
+    ended_by: str | None = Field(default=None, max_length=300)
+    ended_ms: int | None = _ms(default=None, nullable=True)
+    end_reason: str | None = Field(default=None, max_length=500)
+
+
+class CanaryPublic(SQLModel):
+    deployment: str
+    """The live deployment."""
+    number: int
+    state: CanaryState
+    name: str
+    """The canary's bot name in reports, orders and fills (``<deployment>.canary-<n>``)."""
+    runtime_id: str
+    release: int
+    version: int
+    live_release: int
+    """The live deployment's release when the canary started."""
+    params: dict[str, Any]
+    account: str
+    account_id: str
+    capital: str
+    desired: DesiredState
+    status: RuntimeStatus
+    status_detail: str | None
+    heartbeat: dict[str, Any] | None = None
+    started_by: str
+    started_ms: int
+    ended_by: str | None
+    ended_ms: int | None
+    end_reason: str | None
+
+
+class OrderCounts(SQLModel):
+    """Orders created in the window, by their status now."""
+
+    placed: int = 0
+    open: int = 0
+    """``pending_new`` or ``new``."""
+    partially_filled: int = 0
+    filled: int = 0
+    cancelled: int = 0
+    rejected: int = 0
+    """Refused by the broker or the executor once placed."""
+    expired: int = 0
+
+
+class SymbolComparison(SQLModel):
+    symbol: str
+    orders: int
+    fills: int
+    bought: Decimal
+    sold: Decimal
+    realized: Decimal
+    """Realised PnL of the window's fills in this symbol, before fees."""
+
+
+class CanarySide(SQLModel):
+    """One side of the comparison: what a runtime did in the window."""
+
+    name: str
+    """Its bot name in the reports."""
+    runtime_id: str
+    account: str
+    broker: Broker
+    release: int
+    capital: Decimal
+    orders: OrderCounts
+    refused_intents: int
+    """Intents the executor refused before any order (risk checks, invalid)."""
+    fills: int
+    traded_notional: Decimal
+    realized: Decimal
+    unrealized: Decimal
+    """The change in value of its open positions over their cost, since the window's start."""
+    fees: Decimal
+    net: Decimal
+    """``realized + unrealized - fees``."""
+    return_pct: float | None
+    """``net`` over its capital, in percent; null without capital."""
+    max_drawdown_pct: float | None
+    symbols: list[SymbolComparison]
+
+
+class CanaryComparison(SQLModel):
+    canary: CanaryPublic
+    start_ms: int
+    """When the canary started: both sides are compared from here."""
+    end_ms: int
+    """When it ended, or now."""
+    live: CanarySide
+    """The live deployment, from when the canary started."""
+    shadow: CanarySide
+    """The canary."""
+    same_fill_model: bool
+    """Both sides trade with the paper broker: their fills come from the same model."""
+    notes: list[str]
+    """What to keep in mind reading the comparison (different brokers, a live release changed
+    while the canary ran …)."""
 
 
 # -- RISK --------------------------------------------------------------------------------------
@@ -666,6 +833,7 @@ TABLES: frozenset[str] = frozenset(
         Release,
         Deployment,
         DeploymentRelease,
+        Canary,
         KillSwitch,
         Webhook,
         WebhookDelivery,

@@ -65,7 +65,8 @@ class Tenant:
 
 
 _Ms = Annotated[int, Query(ge=0, le=_MAX_MS)]
-_Name = Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+# Dots: a canary's bot is named ``<deployment>.canary-<n>``.
+_Name = Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
 
 
 def make_router(

@@ -125,6 +125,21 @@ class OrderPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page.")
 
 
+class SymbolActivity(BaseModel):
+    """What a scope did in one symbol over a range: its orders (created in the range) by their
+    status now, and its fills (made in the range)."""
+
+    symbol: str
+    orders: dict[str, int]
+    """Order counts by status: ``new``, ``filled``, ``canceled``, ``rejected`` …"""
+    fills: int
+    bought: Decimal
+    sold: Decimal
+    realized: Decimal
+    """Realised PnL of the range's fills, before fees."""
+    fees: Decimal
+
+
 class FillPage(BaseModel):
     items: list[FillRow]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page.")

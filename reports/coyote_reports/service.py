@@ -50,6 +50,7 @@ from coyote_reports.models import (
     RejectionReason,
     Rejections,
     Statement,
+    SymbolActivity,
 )
 from coyote_sdk.performance import max_drawdown, returns, sharpe_sortino
 from coyote_sdk.portfolio import Position as Book
@@ -862,6 +863,59 @@ class Reports:
         rows = rows[:limit]
         last = rows[-1]
         return rows, _encode_cursor([last[str(k.key)] for k in keys])
+
+    def activity(self, scope: Scope, *, start_ms: int, end_ms: int) -> list[SymbolActivity]:
+        """Per symbol, by symbol: the scope's orders created in the range counted by their
+        status now, and its fills in the range summed (two grouped queries, however many
+        orders)."""
+        o, f = _ORDERS, _FILLS
+        exact = self.dialect.sum
+        orders = (
+            sa.select(o.c.symbol, o.c.status, sa.func.count())
+            .where(*self._filters(o, o.c.created_ms, scope, None, start_ms, end_ms))
+            .group_by(o.c.symbol, o.c.status)
+        )
+        fills = (
+            sa.select(
+                f.c.symbol,
+                f.c.side,
+                sa.func.count(),
+                exact(f.c.quantity),
+                exact(f.c.realized_pnl),
+                exact(f.c.fee),
+            )
+            .where(*self._filters(f, f.c.ts_ms, scope, None, start_ms, end_ms))
+            .group_by(f.c.symbol, f.c.side)
+        )
+        found: dict[str, SymbolActivity] = {}
+
+        def of(symbol: str) -> SymbolActivity:
+            return found.setdefault(
+                symbol,
+                SymbolActivity(
+                    symbol=symbol,
+                    orders={},
+                    fills=0,
+                    bought=ZERO,
+                    sold=ZERO,
+                    realized=ZERO,
+                    fees=ZERO,
+                ),
+            )
+
+        with self._connect() as conn:
+            for symbol, status, count in conn.execute(orders):
+                of(symbol).orders[status] = int(count)
+            for symbol, side, count, quantity, realized, fees in conn.execute(fills):
+                row = of(symbol)
+                row.fills += int(count)
+                if side == "buy":
+                    row.bought += _decimal(quantity)
+                else:
+                    row.sold += _decimal(quantity)
+                row.realized += _decimal(realized)
+                row.fees += _decimal(fees)
+        return [found[symbol] for symbol in sorted(found)]
 
     # -- REJECTIONS AND STATEMENTS -----------------------------------------------------------
 

@@ -466,6 +466,73 @@ class ControlPlaneClient:
             "POST", f"/v1/deployments/{_segment(name)}/promote", json={"release": release}
         )
 
+    def start_canary(
+        self,
+        name: str,
+        *,
+        release: int | None = None,
+        version: int | None = None,
+        params: Mapping[str, Any] | None = None,
+        account: str | None = None,
+        capital: str | int | None = None,
+    ) -> dict[str, Any]:
+        """Starts a canary of a deployment: another release of its bot, run beside it as a paper
+        shadow on the same market data.
+
+        Args:
+            name: The live deployment.
+            release: The release to try (its parameters, with ``params`` merged over them).
+            version: Or the bot version to make a release of (the latest by default), with the
+                live parameters and ``params`` merged over them.
+            params: Parameters to change.
+            account: A paper account; by default ``<live account>-shadow``, made when missing.
+            capital: The canary's allocation; the live deployment's by default.
+
+        Returns:
+            The canary.
+
+        Raises:
+            ApiError: e.g. 409 ``canary.exists``, 422 ``canary.account_not_paper``.
+        """
+        body: dict[str, Any] = {}
+        if release is not None:
+            body["release"] = release
+        if version is not None:
+            body["version"] = version
+        if params:
+            body["params"] = dict(params)
+        if account is not None:
+            body["account"] = account
+        if capital is not None:
+            body["capital"] = str(capital)
+        return self._json("POST", f"/v1/deployments/{_segment(name)}/canary", json=body)
+
+    def canary(self, name: str, number: int | None = None) -> dict[str, Any]:
+        """The deployment beside its canary (its latest, or ``number``) since the canary
+        started: orders, fills and PnL of each side, and notes on what else differs."""
+        return self._json(
+            "GET",
+            f"/v1/deployments/{_segment(name)}/canary",
+            params=None if number is None else {"number": number},
+        )
+
+    def promote_canary(self, name: str, *, reason: str | None = None) -> dict[str, Any]:
+        """Moves the deployment to its canary's release and ends the canary; answers the
+        deployment."""
+        return self._json(
+            "POST",
+            f"/v1/deployments/{_segment(name)}/canary/promote",
+            json=None if reason is None else {"reason": reason},
+        )
+
+    def discard_canary(self, name: str, *, reason: str | None = None) -> dict[str, Any]:
+        """Stops the deployment's canary without promoting it (its records stay)."""
+        return self._json(
+            "DELETE",
+            f"/v1/deployments/{_segment(name)}/canary",
+            json=None if reason is None else {"reason": reason},
+        )
+
     def set_deployment_capital(self, name: str, capital: str) -> dict[str, Any]:
         """Changes a deployment's capital allocation (risk role)."""
         return self._json(

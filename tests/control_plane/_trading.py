@@ -62,7 +62,7 @@ class Trading:
     redis: redis.Redis
     executor: Executor
     paper: PaperBroker
-    """The broker the executor trades ``<org>.paper`` with."""
+    """The broker the executor trades ``<org>.paper`` (and the other served accounts) with."""
 
 
 @contextlib.asynccontextmanager
@@ -73,9 +73,13 @@ async def trading_control_plane(
     tmp_path: Path,
     endpoints: Endpoints,
     monkeypatch: pytest.MonkeyPatch,
+    *,
+    served: tuple[str, ...] = ("paper",),
 ) -> AsyncIterator[Trading]:
     """A supervised control plane where the buyer bot is pushed and ``<org>.paper`` (its
-    venue the test's own) is served by an executor with a paper broker.
+    venue the test's own) is served by an executor with a paper broker — with the other
+    accounts named in ``served`` (on the same venue; the test makes them in the control plane,
+    or a canary does).
 
     The bot's runtime sends its intents to the protocol's intents topic, so the executor reads
     that topic (from its end, in a consumer group of its own) and refuses anyone else's intents
@@ -118,18 +122,26 @@ async def trading_control_plane(
                 d["runtime_id"] for d in cp.acme.viewer.get("/v1/deployments").json()
             )
         )
-        account = f"{cp.acme.slug}.paper"
-        cleanup.callback(_forget_market, sync_redis, venue, account)
+        ids = [f"{cp.acme.slug}.{name}" for name in served]
+        for account in ids:
+            cleanup.callback(_forget_market, sync_redis, venue, account)
         add_account(cp.acme.admin, venue=venue)
         push(cp.acme.trader, buyer_bundle(tmp_path))
 
         accounts = accounts_from_mapping(
-            {"accounts": {account: {"broker": "paper", "venue": venue, "risk": risk_section()}}}
+            {
+                "accounts": {
+                    account: {"broker": "paper", "venue": venue, "risk": risk_section()}
+                    for account in ids
+                }
+            }
         )
-        paper = PaperBroker(client, {account: accounts[account].paper}, match_interval_ms=50)
+        paper = PaperBroker(
+            client, {account: accounts[account].paper for account in ids}, match_interval_ms=50
+        )
         executor = Executor(
             accounts,
-            brokers={account: paper},
+            brokers=dict.fromkeys(ids, paper),
             store=store,
             redis=client,
             kafka_bootstrap=endpoints.kafka_bootstrap,

@@ -87,6 +87,10 @@ ROUTES: list[tuple[str, str, Any, Permission | None, bool]] = [
     ("PUT", "/v1/deployments/buy/capital", {"capital": "100"}, P.RISK, True),
     ("GET", "/v1/deployments/buy/logs", None, P.READ, True),
     ("DELETE", "/v1/deployments/spare", None, P.TRADE, True),
+    ("POST", "/v1/deployments/fresh/canary", {"params": {"quantity": 3}}, P.TRADE, True),
+    ("GET", "/v1/deployments/watched/canary", None, P.READ, True),
+    ("POST", "/v1/deployments/watched/canary/promote", None, P.TRADE, True),
+    ("DELETE", "/v1/deployments/watched/canary", None, P.TRADE, True),
     ("GET", "/v1/kill-switches", None, P.READ, False),
     (
         "POST",
@@ -137,6 +141,11 @@ def world(cp: ControlPlaneUnderTest, tmp_path: Path) -> dict[str, Any]:
     push(cp.acme.trader, buyer_bundle(tmp_path))
     deploy(cp.acme.trader)
     deploy(cp.acme.trader, name="spare")
+    # Running deployments: one with a canary (release 2, on the shadow account), one without.
+    deploy(cp.acme.trader, name="watched", start=True)
+    deploy(cp.acme.trader, name="fresh", start=True)
+    canary = cp.acme.trader.post("/v1/deployments/watched/canary", json={"params": {"quantity": 2}})
+    assert canary.status_code == 201, canary.text
     users = admin.get("/v1/users").json()
     hook = admin.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}).json()
     switch = admin.post(

@@ -177,6 +177,30 @@ def test_fills_and_orders_page_newest_first_with_cursors(ledger: Ledger, reports
     assert orders.next_cursor is None
 
 
+@pytest.mark.parametrize("hours", [(-1, 24 * 30), (1, 2)])
+def test_activity_per_symbol_sums_the_orders_and_fills_of_the_range(
+    ledger: Ledger, reports: Reports, hours: tuple[int, int]
+) -> None:
+    known_sequence(ledger)
+    start, end = T0 + hours[0] * HOUR, T0 + hours[1] * HOUR
+
+    activity = reports.activity(ALPHA, start_ms=start, end_ms=end)
+
+    orders = list(reports.iter_orders(ALPHA, start_ms=start, end_ms=end))
+    fills = list(reports.iter_fills(ALPHA, start_ms=start, end_ms=end))
+    symbols = {o.symbol for o in orders} | {f.symbol for f in fills}
+    assert [a.symbol for a in activity] == sorted(symbols) and symbols
+    for row in activity:
+        mine = [f for f in fills if f.symbol == row.symbol]
+        statuses = [o.status for o in orders if o.symbol == row.symbol]
+        assert row.orders == {status: statuses.count(status) for status in set(statuses)}
+        assert row.fills == len(mine)
+        assert row.bought == sum((f.quantity for f in mine if f.side == "buy"), Decimal(0))
+        assert row.sold == sum((f.quantity for f in mine if f.side == "sell"), Decimal(0))
+        assert row.realized == sum((f.realized_pnl for f in mine), Decimal(0))
+        assert row.fees == sum((f.fee for f in mine), Decimal(0))
+
+
 def test_a_forged_cursor_is_refused(ledger: Ledger, reports: Reports) -> None:
     with pytest.raises(ReportsError) as refused:
         reports.fills(ACME, cursor="bm90IGEgY3Vyc29y")

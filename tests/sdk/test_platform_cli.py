@@ -340,6 +340,49 @@ def test_rollback_after_a_promote_goes_back_to_the_first_release(deployed: Cli) 
 
 
 @pytest.mark.integration
+def test_canary_start_status_stop_then_promote(deployed: Cli, tmp_path: Path) -> None:
+    assert deployed.json("start", "buy")["desired"] == "running"
+    source = BOT_SOURCE + "\n# v2\n"
+    assert deployed.run("push", str(bot_file(tmp_path, source)), "--name", "buyer").exit_code == 0
+
+    started = deployed.run("canary", "start", "buy", "-p", "quantity=4", "--capital", "500")
+    assert started.exit_code == 0, started.output
+    assert started.stdout.startswith(
+        "started canary 1 of buy: release 2 (version 2) beside release 1, on paper account "
+        "paper-shadow, capital 500, as buy.canary-1"
+    )
+    again = deployed.run("canary", "start", "buy")
+    assert again.exit_code == 1 and "(canary.exists)" in again.stderr
+
+    table = deployed.run("canary", "status", "buy")
+    assert table.exit_code == 0, table.output
+    assert "canary 1 of buy: active" in table.stdout
+    assert "live (buy)" in table.stdout and "canary (buy.canary-1)" in table.stdout
+    assert "paper-shadow" in table.stdout and "orders placed" in table.stdout
+    compared = deployed.json("canary", "status", "buy")
+    assert (compared["live"]["release"], compared["shadow"]["release"]) == (1, 2)
+    assert compared["shadow"]["orders"]["placed"] == 0 and compared["notes"]
+
+    stopped = deployed.run("canary", "stop", "buy", "--reason", "enough")
+    assert stopped.exit_code == 0, stopped.output
+    assert stopped.stdout.startswith("discarded canary 1 of buy: desired stopped")
+    assert deployed.json("canary", "status", "buy", "--number", "1")["canary"]["state"] == (
+        "discarded"
+    )
+    assert deployed.json("canary", "start", "buy", "--release", "2")["name"] == "buy.canary-2"
+
+    promoted = deployed.run("canary", "promote", "buy")
+
+    assert promoted.exit_code == 0, promoted.output
+    assert promoted.stdout.startswith("promoted the canary of buy: it moves to release 2")
+    assert deployed.json("status", "buy")["release"] == 2
+    missing = deployed.run("canary", "stop", "buy")
+    assert missing.exit_code == 1 and "(canary.not_found)" in missing.stderr
+    bad = deployed.run("canary", "start", "buy", "--release", "1", "--version", "1")
+    assert bad.exit_code == 2 and "either --release or --version" in bad.stderr
+
+
+@pytest.mark.integration
 def test_logs_say_that_no_supervisor_serves_them(deployed: Cli) -> None:
     # The fixture's control plane runs no supervisor: the API answers 503 logs.unavailable.
     for args in (["logs", "buy"], ["logs", "buy", "-f", "--tail", "10"]):
@@ -521,6 +564,10 @@ def test_every_platform_command_has_help_with_an_example() -> None:
         ["stop"],
         ["rollback"],
         ["logs"],
+        ["canary", "start"],
+        ["canary", "status"],
+        ["canary", "promote"],
+        ["canary", "stop"],
     ]
     for command in commands:
         result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "120"})

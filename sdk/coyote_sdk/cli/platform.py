@@ -34,6 +34,12 @@ signing_app = typer.Typer(
     help="Bundle signing keys: once registered, every push must be signed.", no_args_is_help=True
 )
 app.add_typer(signing_app, name="signing")
+canary_app = typer.Typer(
+    help="Canaries: a new release run as a paper shadow beside a deployment, compared with it "
+    "before it is promoted.",
+    no_args_is_help=True,
+)
+app.add_typer(canary_app, name="canary")
 
 DeploymentArg = Annotated[str, typer.Argument(help="The deployment's name.")]
 ReasonOpt = Annotated[str | None, typer.Option(help="Why; kept in the audit log.")]
@@ -612,6 +618,196 @@ def rollback(
     console.print(
         f"rolled back {escape(deployment['name'])} to release {deployment['release']} "
         f"(version {deployment['version']})",
+        highlight=False,
+    )
+
+
+# -- CANARIES --------------------------------------------------------------------------------
+
+
+@canary_app.command("start")
+def canary_start(
+    name: DeploymentArg,
+    release: Annotated[
+        int | None,
+        typer.Option(min=1, help="The release to try; -p overrides its parameters."),
+    ] = None,
+    version: Annotated[
+        int | None,
+        typer.Option(min=1, help="Or the bot version to try (the latest by default)."),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            help="NAME=VALUE, repeatable: a parameter to change from the live deployment's "
+            "(or the release's).",
+        ),
+    ] = None,
+    account: Annotated[
+        str | None,
+        typer.Option(help="A paper account to trade; by default <live account>-shadow."),
+    ] = None,
+    capital: Annotated[
+        str | None, typer.Option(help="Its capital allocation; the live deployment's by default.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a canary: another release of the deployment's bot, run beside it on the same
+    market data as a paper shadow, with the live parameters unless -p changes them.
+
+    Compare them with `coyote-sdk canary status NAME`; then `canary promote` or `canary stop`.
+
+    Example: `coyote-sdk canary start sma-live --release 4` or
+    `coyote-sdk canary start sma-live -p fast=12 --capital 5000`
+    """
+    try:
+        if release is not None and version is not None:
+            raise ValueError("give either --release or --version")
+        params = _parse_params(param or [])
+        if capital is not None and not re.fullmatch(r"\d+(\.\d+)?", capital):
+            raise ValueError(f"--capital takes a decimal number such as 2500, not {capital!r}")
+    except ValueError as exc:
+        report_error(exc)
+        raise typer.Exit(2) from exc
+    with _api() as api:
+        canary = api.start_canary(
+            name,
+            release=release,
+            version=version,
+            params=params,
+            account=account,
+            capital=capital,
+        )
+    if as_json:
+        _print_json(canary)
+        return
+    console.print(
+        f"[green]started[/green] canary {canary['number']} of {escape(canary['deployment'])}: "
+        f"release {canary['release']} (version {canary['version']}) beside release "
+        f"{canary['live_release']}, on paper account {escape(canary['account'])}, capital "
+        f"{escape(canary['capital'])}, as {escape(canary['name'])}",
+        highlight=False,
+    )
+    console.print(f"[dim]compare with `coyote-sdk canary status {escape(name)}`[/dim]")
+
+
+_CANARY_ROWS: list[tuple[str, str]] = [
+    ("release", "release"),
+    ("account", "account"),
+    ("broker", "broker"),
+    ("capital", "capital"),
+    ("orders placed", "orders.placed"),
+    ("  filled", "orders.filled"),
+    ("  partially filled", "orders.partially_filled"),
+    ("  open", "orders.open"),
+    ("  cancelled", "orders.cancelled"),
+    ("  rejected", "orders.rejected"),
+    ("refused intents", "refused_intents"),
+    ("fills", "fills"),
+    ("traded notional", "traded_notional"),
+    ("realised PnL", "realized"),
+    ("unrealised PnL", "unrealized"),
+    ("fees", "fees"),
+    ("net PnL", "net"),
+    ("return %", "return_pct"),
+    ("max drawdown %", "max_drawdown_pct"),
+]
+
+
+def _field(side: dict[str, Any], path: str) -> str:
+    value: Any = side
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+@canary_app.command("status")
+def canary_status(
+    name: DeploymentArg,
+    number: Annotated[
+        int | None, typer.Option(min=1, help="An earlier canary; the latest by default.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The deployment beside its canary since the canary started: orders, fills, PnL.
+
+    Example: `coyote-sdk canary status sma-live` (or `--json` for scripts)
+    """
+    with _api() as api:
+        found = api.canary(name, number)
+    if as_json:
+        _print_json(found)
+        return
+    canary, live, shadow = found["canary"], found["live"], found["shadow"]
+    console.print(
+        f"canary {canary['number']} of [bold]{escape(canary['deployment'])}[/bold]: "
+        f"{_styled(canary['state'])}, runtime {_styled(canary['status'])}, "
+        f"from {_when(found['start_ms'])} to {_when(found['end_ms'])}",
+        highlight=False,
+    )
+    table = Table("", f"live ({escape(live['name'])})", f"canary ({escape(shadow['name'])})")
+    for label, path in _CANARY_ROWS:
+        table.add_row(label, escape(_field(live, path)), escape(_field(shadow, path)))
+    console.print(table)
+    symbols = sorted({s["symbol"] for side in (live, shadow) for s in side["symbols"]})
+    if symbols:
+        per = Table("symbol", "live orders", "live fills", "live realised", "canary orders")
+        per.add_column("canary fills")
+        per.add_column("canary realised")
+        for symbol in symbols:
+            cells = []
+            for side in (live, shadow):
+                row = next((s for s in side["symbols"] if s["symbol"] == symbol), None)
+                cells += (
+                    [str(row["orders"]), str(row["fills"]), str(row["realized"])]
+                    if row
+                    else ["0", "0", "0"]
+                )
+            per.add_row(escape(symbol), *cells)
+        console.print(per)
+    for note in found["notes"]:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+
+
+@canary_app.command("promote")
+def canary_promote(name: DeploymentArg, reason: ReasonOpt = None, as_json: JsonOpt = False) -> None:
+    """Promote the canary: the deployment moves to its release (a running runtime restarts on
+    it; `coyote-sdk rollback NAME` goes back) and the canary stops.
+
+    Example: `coyote-sdk canary promote sma-live --reason "better fills over a week"`
+    """
+    with _api() as api:
+        deployment = api.promote_canary(name, reason=reason)
+    if as_json:
+        _print_json(deployment)
+        return
+    console.print(
+        f"[green]promoted[/green] the canary of {escape(deployment['name'])}: it moves to "
+        f"release {deployment['release']} (version {deployment['version']}); the canary stops",
+        highlight=False,
+    )
+
+
+@canary_app.command("stop")
+def canary_stop(name: DeploymentArg, reason: ReasonOpt = None, as_json: JsonOpt = False) -> None:
+    """Discard the canary: its runtime stops and cancels its orders; its records stay.
+
+    Example: `coyote-sdk canary stop sma-live --reason "worse than live"`
+    """
+    with _api() as api:
+        canary = api.discard_canary(name, reason=reason)
+    if as_json:
+        _print_json(canary)
+        return
+    console.print(
+        f"discarded canary {canary['number']} of {escape(canary['deployment'])}: "
+        f"desired {_styled(canary['desired'])}, status {_styled(canary['status'])}",
         highlight=False,
     )
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Body, Path, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from sqlmodel import Session, col, select
 
+from coyote_control_plane import canaries, events
 from coyote_control_plane.api.deps import (
     ContextDep,
     Principal,
@@ -29,6 +30,8 @@ from coyote_control_plane.models import (
     Account,
     Bot,
     BotVersion,
+    Canary,
+    CanaryState,
     Deployment,
     DeploymentCreate,
     DeploymentPublic,
@@ -51,8 +54,14 @@ DeploymentName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,38}$")]
 
 
 def find_deployment(session: Session, org_id: int, name: str) -> Deployment:
+    """The organisation's deployment ``name`` (never a canary's runtime: those are reached
+    through their deployment's ``/canary`` routes)."""
     deployment = session.exec(
-        select(Deployment).where(Deployment.org_id == org_id, Deployment.name == name)
+        select(Deployment).where(
+            Deployment.org_id == org_id,
+            Deployment.name == name,
+            col(Deployment.canary).is_(False),
+        )
     ).first()
     if deployment is None:
         raise not_found("deployment", name)
@@ -120,7 +129,9 @@ def list_deployments(
     session: SessionDep, principal: Reader, context: ContextDep
 ) -> list[DeploymentPublic]:
     deployments = session.exec(
-        select(Deployment).where(Deployment.org_id == principal.org_id).order_by(Deployment.name)
+        select(Deployment)
+        .where(Deployment.org_id == principal.org_id, col(Deployment.canary).is_(False))
+        .order_by(Deployment.name)
     )
     return [deployment_public(session, d, context.redis) for d in deployments]
 
@@ -289,9 +300,59 @@ def _transition(
         after=target.value,
         reason=reason,
     )
+    ended = _end_canary(session, principal, deployment) if action == "stop" else None
     session.commit()
     _push_flag(session, context, deployment, principal)
+    if ended is not None:
+        _propagate_end(session, context, principal, *ended)
     return deployment_public(session, deployment, context.redis)
+
+
+def _end_canary(
+    session: Session, principal: Principal, deployment: Deployment
+) -> tuple[Canary, Deployment] | None:
+    """Ends the deployment's active canary, if any (it is stopped or deleted): audited, in
+    the caller's transaction."""
+    canary = canaries.active_canary(session, deployment)
+    if canary is None:
+        return None
+    reason = f"deployment {deployment.name} stopped"
+    shadow = canaries.end(
+        session, canary, state=CanaryState.ENDED, actor=principal.actor, reason=reason
+    )
+    principal.audit(
+        session,
+        canaries.audit_action(CanaryState.ENDED),
+        f"deployment/{deployment.name}",
+        canary=canary.number,
+        runtime_id=shadow.runtime_id,
+        reason=reason,
+    )
+    return canary, shadow
+
+
+def _propagate_end(
+    session: Session,
+    context: ControlPlane,
+    principal: Principal,
+    canary: Canary,
+    shadow: Deployment,
+) -> None:
+    canaries.propagate(
+        session,
+        context.redis,
+        shadow,
+        set_by=principal.actor,
+        org_id=principal.org_id,
+        event=events.Event.of(
+            "canary.ended",
+            principal.org_slug,
+            f"canary {canary.number} of {canary.deployment_name} ended: {canary.end_reason}",
+            deployment=canary.deployment_name,
+            canary=canary.number,
+            runtime_id=shadow.runtime_id,
+        ),
+    )
 
 
 Reason = Annotated[str | None, Body(embed=True, max_length=500)]
@@ -490,17 +551,25 @@ def delete_deployment(
         RuntimeStatus.FAILED,
     ):
         raise conflict("deployment.not_stopped", f"stop deployment {name!r} first")
+    # Stopping it ended its canary; this ends one that outlived that all the same.
+    ended = _end_canary(session, principal, deployment)
     if context.supervisor is not None:
         context.supervisor.forget(deployment.runtime_id)
     for row in session.exec(
         select(DeploymentRelease).where(DeploymentRelease.deployment_id == deployment.id)
     ):
         session.delete(row)
+    # Its canaries' records stay for the audit, no longer pointing at it.
+    for canary in session.exec(select(Canary).where(Canary.deployment_id == deployment.id)):
+        canary.deployment_id = None
+        session.add(canary)
     session.flush()  # the history goes first: it refers to the deployment
     principal.audit(session, "deployment.delete", f"deployment/{name}")
     session.delete(deployment)
     session.commit()
     push_accounts(session, context, principal.org_id)
+    if ended is not None:
+        _propagate_end(session, context, principal, *ended)
 
 
 @router.get(
