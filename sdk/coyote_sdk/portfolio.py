@@ -13,9 +13,14 @@ import uuid
 from collections.abc import Mapping
 from decimal import Decimal
 
+import msgspec
+
 from coyote_sdk.protocol import ExecType, ExecutionReport, NewOrder, OrderStatus, Side
 
 ZERO = Decimal(0)
+REMEMBERED_FILLS = 10_000
+"""Fill ids a portfolio remembers to drop a replayed fill: the most recent ones (a report is
+republished soon after its first copy, if ever: an executor restarting before it marked it sent)."""
 
 
 @dataclasses.dataclass
@@ -98,7 +103,8 @@ class Portfolio:
         self.positions: dict[str, Position] = {}
         self.open_orders: dict[uuid.UUID, OpenOrder] = {}
         self._sent: dict[uuid.UUID, NewOrder] = {}
-        self._fill_ids: set[str] = set()
+        self._fill_ids: dict[str, None] = {}
+        """The most recent fill ids applied, oldest first (a dict: an ordered set)."""
 
     def position(self, symbol: str) -> Position:
         """The position in ``symbol`` (flat if none)."""
@@ -124,7 +130,9 @@ class Portfolio:
             if report.fill_id is not None:
                 if report.fill_id in self._fill_ids:
                     return None
-                self._fill_ids.add(report.fill_id)
+                self._fill_ids[report.fill_id] = None
+                if len(self._fill_ids) > REMEMBERED_FILLS:
+                    del self._fill_ids[next(iter(self._fill_ids))]
             assert report.last_quantity is not None and report.last_price is not None
             fill = self._book(
                 report,
@@ -205,3 +213,76 @@ class Portfolio:
     def pnl(self, marks: Mapping[str, Decimal]) -> Decimal:
         """Realised plus unrealised, net of fees."""
         return self.realized_pnl + self.unrealized_pnl(marks) - self.fees
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    def snapshot(self) -> PortfolioSnapshot:
+        """What the portfolio holds now, to be restored without the reports it was kept from
+        (see :meth:`restore`)."""
+        return PortfolioSnapshot(
+            cash_flow=self.cash - self.initial_cash,
+            fees=self.fees,
+            positions=[
+                _SnapshotPosition(p.symbol, p.quantity, p.average_price, p.realized_pnl)
+                for p in self.positions.values()
+            ],
+            open_orders=[
+                _SnapshotOrder(
+                    o.order_id, o.symbol, o.side, o.quantity, o.filled_quantity, o.status
+                )
+                for o in self.open_orders.values()
+            ],
+            fill_ids=list(self._fill_ids),
+        )
+
+    def restore(self, snapshot: PortfolioSnapshot) -> None:
+        """Takes the state of ``snapshot`` on top of this portfolio's starting cash (which may
+        have changed since: a new capital allocation keeps the cash the fills moved)."""
+        self.cash = self.initial_cash + snapshot.cash_flow
+        self.fees = snapshot.fees
+        self.positions = {
+            p.symbol: Position(p.symbol, p.quantity, p.average_price, p.realized_pnl)
+            for p in snapshot.positions
+        }
+        self.open_orders = {
+            o.order_id: OpenOrder(o.order_id, o.symbol, o.side, o.quantity, o.filled, o.status)
+            for o in snapshot.open_orders
+        }
+        self._fill_ids = dict.fromkeys(snapshot.fill_ids[-REMEMBERED_FILLS:])
+
+
+class _SnapshotPosition(msgspec.Struct, array_like=True, frozen=True):
+    symbol: str
+    quantity: Decimal
+    average_price: Decimal
+    realized_pnl: Decimal
+
+
+class _SnapshotOrder(msgspec.Struct, array_like=True, frozen=True):
+    order_id: uuid.UUID
+    symbol: str
+    side: Side
+    quantity: Decimal
+    filled: Decimal
+    status: OrderStatus
+
+
+class PortfolioSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """A portfolio's state as :meth:`Portfolio.snapshot` takes it (JSON with exact decimals,
+    see :func:`encode_snapshot`)."""
+
+    cash_flow: Decimal
+    """Cash moved by the fills (the starting cash is not part of it)."""
+    fees: Decimal
+    positions: list[_SnapshotPosition]
+    open_orders: list[_SnapshotOrder]
+    fill_ids: list[str]
+
+
+def encode_snapshot(snapshot: PortfolioSnapshot) -> bytes:
+    return msgspec.json.encode(snapshot)
+
+
+def decode_snapshot(raw: bytes) -> PortfolioSnapshot:
+    """Raises ``msgspec.ValidationError`` or ``msgspec.DecodeError`` on a bad document."""
+    return msgspec.json.decode(raw, type=PortfolioSnapshot)

@@ -615,6 +615,12 @@ def state_key(bot_id: str) -> str:
     return f"{KEY_PREFIX}:bot:{bot_id}:state"
 
 
+def portfolio_key(bot_id: str) -> str:
+    """The Redis key of a bot runtime's saved portfolio (see the runtime's
+    ``SavedPortfolio``)."""
+    return f"{KEY_PREFIX}:bot:{bot_id}:portfolio"
+
+
 ALERTS_STREAM: Final = f"{KEY_PREFIX}:alerts"
 """Redis stream of :class:`Alert` messages (field ``alert``: the JSON), newest last."""
 

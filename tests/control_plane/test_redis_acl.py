@@ -141,6 +141,7 @@ async def test_a_runtime_under_its_own_user_does_everything_it_needs(
         outcome = await asyncio.wait_for(run, timeout=10)
         beat = status(harness)  # its last heartbeat
         starts = harness.redis.hget(protocol.state_key(harness.bot_id), "starts")
+        saved = harness.redis.get(protocol.portfolio_key(harness.bot_id))
     finally:
         await harness.close()
 
@@ -149,6 +150,7 @@ async def test_a_runtime_under_its_own_user_does_everything_it_needs(
     assert (beat.bars, beat.intents, beat.errors) == (3, 3, 0)
     assert username(harness.bot_id) in users  # the runtime's connections are its user's
     assert starts == b"1"
+    assert saved is not None  # its portfolio, saved as it stopped
     assert bot.state_keys == ["starts"]
     # The first bar read the history from Redis (all three written before any was published).
     assert bot.history_lengths == [3, 3, 3]
@@ -179,6 +181,12 @@ REFUSED: dict[str, Callable[[redis.Redis, str, str], object]] = {
     "reading another bot's state": lambda c, own, other: c.hget(protocol.state_key(other), "k"),
     "writing another bot's state": lambda c, own, other: c.hset(
         protocol.state_key(other), "k", "1"
+    ),
+    "reading another bot's portfolio": lambda c, own, other: c.get(
+        protocol.portfolio_key(other)
+    ),
+    "writing another bot's portfolio": lambda c, own, other: c.set(
+        protocol.portfolio_key(other), b"{}"
     ),
     "reading the halts": lambda c, own, other: c.hget(protocol.HALTS_KEY, f"bot:{own}"),
     "lifting a halt": lambda c, own, other: c.hdel(protocol.HALTS_KEY, f"bot:{own}"),
@@ -292,6 +300,7 @@ def test_sync_makes_the_wanted_users_and_deletes_the_others_of_its_organisations
         f"%R~coyote:bot:{keep}:control",
         f"%W~coyote:bot:{keep}:heartbeat",
         f"~coyote:bot:{keep}:state",
+        f"~coyote:bot:{keep}:portfolio",
         "%R~coyote:md:*",
     ]
     assert user["channels"] == [f"&coyote:control:{keep}", "&coyote:bars:*", "&coyote:trades:*"]

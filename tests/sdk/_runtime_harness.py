@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
@@ -143,14 +145,26 @@ class Harness:
         for task in self.tasks:
             if not task.done():
                 task.cancel()
+        # Bounded: a runtime that does not end once cancelled is reported with where it is
+        # stuck (CI once spent its 300 s time-out here, with no trace of which await hung).
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=20)
         for task in self.tasks:
+            if not task.done():
+                stack = io.StringIO()
+                task.print_stack(file=stack)
+                warnings.warn(
+                    f"a runtime did not end within 20 s of its cancel:\n{stack.getvalue()}",
+                    stacklevel=1,
+                )
+                continue
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                task.result()
         if hasattr(self, "_consumer"):
-            await self._consumer.stop()
-        for key in self.redis.scan_iter(match=f"coyote:*{self.bot_id}*"):
+            await asyncio.wait_for(self._consumer.stop(), 20)
+        for key in self.redis.scan_iter(match=f"coyote:*{self.bot_id}*", count=1000):
             self.redis.delete(key)
-        for key in self.redis.scan_iter(match=f"coyote:md:{self.venue}:*"):
+        for key in self.redis.scan_iter(match=f"coyote:md:{self.venue}:*", count=1000):
             self.redis.delete(key)
         self.redis.close()
 
@@ -187,13 +201,15 @@ def filled(order: protocol.NewOrder, price: str, fee: str = "0") -> ExecutionRep
     )
 
 
-async def publish_report(h: Harness, report: ExecutionReport) -> None:
+async def publish_report(
+    h: Harness, report: ExecutionReport, topic: str = protocol.EXECUTION_REPORTS_TOPIC.name
+) -> None:
     """Publishes ``report`` as the executor would: to the reports topic, keyed by account."""
     producer = AIOKafkaProducer(bootstrap_servers=h.endpoints.kafka_bootstrap)
     await producer.start()
     try:
         await producer.send_and_wait(
-            protocol.EXECUTION_REPORTS_TOPIC.name,
+            topic,
             protocol.encode(report),
             key=h.account_id.encode(),
         )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import msgspec
 import pytest
 
-from coyote_sdk.portfolio import Portfolio
+from coyote_sdk import portfolio as portfolio_module
+from coyote_sdk.portfolio import Portfolio, decode_snapshot, encode_snapshot
 from coyote_sdk.protocol import (
     ExecType,
     ExecutionReport,
@@ -91,3 +93,48 @@ def test_open_orders_follow_the_reports() -> None:
 
     assert accepted == [order.intent_id]
     assert portfolio.open_orders == {}
+
+
+def test_a_saved_portfolio_restores_exactly_and_still_drops_a_replayed_fill() -> None:
+    kept = Portfolio(Decimal(1000))
+    replayed_later = _fill(Side.BUY, "2", "10.123456789", "0.01")
+    kept.apply(replayed_later)
+    kept.apply(_fill(Side.SELL, "3", "10.5", "0.02"))  # flips to short 1
+    resting = _order(Side.BUY, "5")
+    kept.track(resting)
+    kept.apply(report_for(resting, ExecType.ACCEPTED, OrderStatus.NEW))
+
+    raw = encode_snapshot(kept.snapshot())
+    # A new capital allocation since: the cash the fills moved stays, on top of it.
+    restored = Portfolio(Decimal(5000))
+    restored.restore(decode_snapshot(raw))
+
+    assert restored.positions == kept.positions
+    assert restored.fees == kept.fees == Decimal("0.03")
+    assert restored.cash - Decimal(5000) == kept.cash - Decimal(1000)
+    assert restored.realized_pnl == kept.realized_pnl
+    (order,) = restored.open_orders.values()
+    assert (order.order_id, order.quantity, order.status) == (
+        resting.intent_id,
+        Decimal(5),
+        OrderStatus.NEW,
+    )
+    assert restored.apply(replayed_later) is None  # the fill was applied before the save
+    assert restored.positions == kept.positions
+
+
+def test_a_portfolio_remembers_only_the_most_recent_fill_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(portfolio_module, "REMEMBERED_FILLS", 3)
+    portfolio = Portfolio()
+    fills = [_fill(Side.BUY, "1", "10") for _ in range(4)]
+    for fill in fills:
+        portfolio.apply(fill)
+
+    assert portfolio.snapshot().fill_ids == [f.fill_id for f in fills[1:]]
+
+
+def test_a_bad_saved_portfolio_is_refused() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        decode_snapshot(b'{"cash_flow": "x", "fees": "0", "positions": [], "open_orders": []}')

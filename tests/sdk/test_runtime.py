@@ -9,11 +9,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from coyote_sdk import protocol
 from coyote_sdk.config import Endpoints, StackSettings
 from coyote_sdk.control import clear_control_flag, set_control_flag
-from coyote_sdk.dev import Stack
+from coyote_sdk.dev import Stack, ensure_topics
 from coyote_sdk.marketdata import MarketDataWriter
 from coyote_sdk.protocol import BotState, OrderStatus, RuntimeState, Side, Timeframe
 from coyote_sdk.runtime import BotRuntime
@@ -174,6 +176,66 @@ async def test_reports_drive_on_fill_and_the_portfolio_is_rebuilt_after_a_restar
     assert runtime.portfolio.position("GOOG").average_price == Decimal("101.5")
     assert runtime.portfolio.cash == Decimal("-508.0")
     assert restarted.fills == []  # replayed history updates the portfolio, not the handlers
+
+
+async def test_a_restart_resumes_from_the_saved_portfolio_even_after_retention_deleted_the_reports(
+    harness: Harness, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = f"test.{unique}.reports"
+    await ensure_topics(
+        harness.endpoints.kafka_bootstrap,
+        [protocol.TopicSpec(name=topic, partitions=1, key="account_id")],
+    )
+    bought, sold = (
+        protocol.NewOrder(
+            intent_id=protocol.new_intent_id(),
+            ts_ms=1,
+            account_id=harness.account_id,
+            bot_id=harness.bot_id,
+            symbol="GOOG",
+            side=side,
+            quantity=Decimal(quantity),
+        )
+        for side, quantity in ((Side.BUY, 5), (Side.SELL, 2))
+    )
+    await publish_report(harness, filled(bought, "101.5", fee="0.5"), topic)
+    set_control_flag(harness.redis, harness.bot_id, BotState.RUNNING)
+    first = harness.start(Buyer(), reports_topic=topic)
+    await eventually(lambda: first.portfolio.position("GOOG").quantity == 5)
+    set_control_flag(harness.redis, harness.bot_id, BotState.STOPPED)
+    await asyncio.wait_for(harness.tasks[0], timeout=5)  # saves its portfolio as it stops
+
+    # While the bot is stopped, the retention deletes every report it has read; one more
+    # comes after.
+    admin = AIOKafkaAdminClient(bootstrap_servers=harness.endpoints.kafka_bootstrap)
+    await admin.start()
+    try:
+        partition = TopicPartition(topic, 0)
+        await admin.delete_records({partition: RecordsToDelete(before_offset=1)})
+    finally:
+        await admin.close()
+    await publish_report(harness, filled(sold, "103", fee="0.25"), topic)
+
+    set_control_flag(harness.redis, harness.bot_id, BotState.RUNNING)
+    restarted = Buyer()
+    runtime = harness.start(restarted, reports_topic=topic)
+    await eventually(lambda: restarted.starts == 2)
+    position = runtime.portfolio.position("GOOG")
+    assert (position.quantity, position.average_price) == (Decimal(3), Decimal("101.5"))
+    assert position.realized_pnl == Decimal(3)  # 2 × (103 - 101.5)
+    assert runtime.portfolio.cash == Decimal("-302.25")  # -5 × 101.5 - 0.5 + 2 × 103 - 0.25
+    assert runtime.portfolio.fees == Decimal("0.75")
+    assert restarted.fills == []  # the saved copy and the replay update the portfolio only
+
+    # Without the saved copy, the deleted report is lost: said, not hidden.
+    set_control_flag(harness.redis, harness.bot_id, BotState.STOPPED)
+    await asyncio.wait_for(harness.tasks[1], timeout=5)
+    harness.redis.delete(protocol.portfolio_key(harness.bot_id))
+    set_control_flag(harness.redis, harness.bot_id, BotState.RUNNING)
+    forgetful = harness.start(Buyer(), reports_topic=topic)
+    await eventually(lambda: forgetful.state is RuntimeState.RUNNING)
+    assert forgetful.portfolio.position("GOOG").quantity == Decimal(-2)
+    assert "the first 1 of the account's partition are gone (retention)" in caplog.text
 
 
 @pytest.fixture

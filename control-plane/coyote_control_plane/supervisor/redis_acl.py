@@ -55,8 +55,8 @@ USER_PREFIX = "coyote-bot:"
 """Every runtime's Redis user is named ``coyote-bot:<runtime id>``."""
 
 RUNTIME_COMMANDS = (
-    "get",  # its control flag
-    "set",  # its heartbeat, SET … PX
+    "get",  # its control flag and saved portfolio
+    "set",  # its heartbeat (SET … PX) and saved portfolio
     "hget",  # its state store (coyote_sdk.state.RedisState) …
     "hset",
     "hdel",
@@ -106,6 +106,7 @@ def runtime_acl_rules(runtime_id: str) -> list[str]:
         f"%R~{own(protocol.control_flag_key(runtime_id))}",
         f"%W~{own(protocol.heartbeat_key(runtime_id))}",
         f"~{own(protocol.state_key(runtime_id))}",
+        f"~{own(protocol.portfolio_key(runtime_id))}",
         f"%R~{protocol.KEY_PREFIX}:md:*",
         f"&{own(protocol.control_channel(runtime_id))}",
         f"&{protocol.KEY_PREFIX}:bars:*",

@@ -8,7 +8,15 @@ from coyote_sdk.runtime._runtime import (
     BotRuntime,
     RuntimeExit,
     RuntimeOptions,
+    SavedPortfolio,
     run_until_signalled,
 )
 
-__all__ = ["BotRuntime", "ProcessLimits", "RuntimeExit", "RuntimeOptions", "run_until_signalled"]
+__all__ = [
+    "BotRuntime",
+    "ProcessLimits",
+    "RuntimeExit",
+    "RuntimeOptions",
+    "SavedPortfolio",
+    "run_until_signalled",
+]

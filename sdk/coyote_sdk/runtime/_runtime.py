@@ -25,9 +25,10 @@ from collections import deque
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+import msgspec
 import redis
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -39,7 +40,7 @@ from coyote_sdk.bot import Bot
 from coyote_sdk.config import Endpoints
 from coyote_sdk.kafka import account_partition
 from coyote_sdk.marketdata import MarketDataReader
-from coyote_sdk.portfolio import Portfolio
+from coyote_sdk.portfolio import Portfolio, PortfolioSnapshot
 from coyote_sdk.protocol import (
     Bar,
     BotState,
@@ -83,6 +84,8 @@ class RuntimeOptions:
         flag_stale_s: After this long without a successful read, the flag counts as unknown
             and intents are blocked.
         release: The release the runtime was launched from, for its heartbeat.
+        portfolio_save_s: Seconds between saves of the portfolio to Redis (and one at the
+            end), from which the next start resumes instead of replaying every report.
         intents_topic, reports_topic: The protocol's topics; other names only for isolated
             tests.
     """
@@ -97,8 +100,24 @@ class RuntimeOptions:
     flag_refresh_s: float = 1.0
     flag_stale_s: float = 3.0
     release: str | None = None
+    portfolio_save_s: float = 30.0
     intents_topic: str = protocol.INTENTS_TOPIC.name
     reports_topic: str = protocol.EXECUTION_REPORTS_TOPIC.name
+
+
+class SavedPortfolio(msgspec.Struct, frozen=True, kw_only=True):
+    """A runtime's portfolio as saved in Redis (:func:`~coyote_sdk.protocol.portfolio_key`),
+    with where in the reports topic it was taken: the next start restores it and reads the
+    reports after ``offset`` only, so it neither replays the whole history nor loses what the
+    topic's retention has since deleted."""
+
+    account_id: str
+    topic: str
+    partition: int
+    offset: int
+    """The first report it has not taken."""
+    saved_ms: int
+    portfolio: PortfolioSnapshot
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,6 +212,10 @@ class BotRuntime:
         self._flag_read_at = 0.0
         self._started_ms = protocol.now_ms()
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._reports_applied_to: int | None = None
+        """The offset after the last report the portfolio took, in the account's partition of
+        the reports topic: where a runtime started from a saved portfolio goes on reading."""
+        self._reports_partition: TopicPartition | None = None
         self._stop = asyncio.Event()
         self._exit: RuntimeExit | None = None
         self._log = logging.LoggerAdapter(
@@ -273,7 +296,7 @@ class BotRuntime:
         await producer.start()
         await consumer.start()
         try:
-            await self._replay_reports(consumer, producer)
+            await self._replay_reports(consumer, producer, client)
             await self._read_flag(client)
             self.bot._bind(context)
             await self._call("on_start")
@@ -283,6 +306,7 @@ class BotRuntime:
                 asyncio.create_task(self._refresh_flag(client), name="flag"),
                 asyncio.create_task(self._heartbeat(client), name="heartbeat"),
                 asyncio.create_task(self._follow_reports(consumer), name="reports"),
+                asyncio.create_task(self._save_portfolio_every(client), name="portfolio"),
             ]
             await self._dispatch_events(context, producer)
             await self._shut_down(context, producer)
@@ -293,6 +317,8 @@ class BotRuntime:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             self.bot._bind(None)
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self._save_portfolio(client)
             exit_ = self._exit or RuntimeExit(0, RuntimeState.STOPPED, "ended")
             self.state = exit_.state
             with contextlib.suppress(redis.RedisError, OSError):
@@ -320,8 +346,8 @@ class BotRuntime:
                     await self._call("on_tick", payload)
                     await self._flush(context, producer)
                 else:
-                    report, headers = payload
-                    await self._on_report(report, context, producer, headers=headers)
+                    report, headers, offset = payload
+                    await self._on_report(report, context, producer, headers=headers, offset=offset)
         finally:
             stop.cancel()
 
@@ -346,6 +372,7 @@ class BotRuntime:
         producer: AIOKafkaProducer,
         *,
         headers: Any = None,
+        offset: int | None = None,
     ) -> None:
         # In the trace of the order the report is about (its Kafka headers carry it); what the
         # bot sends in answer starts traces of its own, linked to this span.
@@ -368,6 +395,8 @@ class BotRuntime:
             )
         with trace.use_span(span, end_on_exit=True):
             fill = self.portfolio.apply(report)
+            if offset is not None:  # a save from now on holds this report
+                self._reports_applied_to = offset + 1
             await self._call("on_order_update", report)
             if fill is not None:
                 await self._call("on_fill", report)
@@ -577,14 +606,30 @@ class BotRuntime:
             px=int(self.options.heartbeat_ttl_s * 1000),
         )
 
-    async def _replay_reports(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
-        """Rebuilds the portfolio from the bot's past reports before the first handler runs."""
+    async def _replay_reports(
+        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, client: aioredis.Redis
+    ) -> None:
+        """Rebuilds the portfolio before the first handler runs: from the portfolio saved at
+        the last stop (or save) and the reports after it, or from every report still kept."""
         partition = await account_partition(
             producer, self.options.reports_topic, self.options.account_id
         )
+        self._reports_partition = partition
         consumer.assign([partition])
-        await consumer.seek_to_beginning(partition)
+        first = (await consumer.beginning_offsets([partition]))[partition]
         end = (await consumer.end_offsets([partition]))[partition]
+        resume = await self._load_portfolio(client, partition, first, end)
+        if resume is None:
+            await consumer.seek_to_beginning(partition)
+            if first > 0:
+                self._log.warning(
+                    "portfolio rebuilt from the reports still kept: the first %d of the "
+                    "account's partition are gone (retention) and no saved portfolio covers "
+                    "them; positions may be missing (the executor's records are the reference)",
+                    first,
+                )
+        else:
+            consumer.seek(partition, resume)
         replayed = 0
         while await consumer.position(partition) < end:
             batches = await consumer.getmany(partition, timeout_ms=1000)
@@ -593,8 +638,78 @@ class BotRuntime:
                 if report is not None:
                     self.portfolio.apply(report)
                     replayed += 1
-        if replayed:
-            self._log.info("portfolio rebuilt from %d execution reports", replayed)
+        self._reports_applied_to = end
+        if replayed or resume is not None:
+            self._log.info(
+                "portfolio rebuilt from %s and %d execution reports",
+                "its saved copy" if resume is not None else "the start",
+                replayed,
+            )
+
+    async def _load_portfolio(
+        self, client: aioredis.Redis, partition: TopicPartition, first: int, end: int
+    ) -> int | None:
+        """Restores the saved portfolio if it can be resumed in ``partition`` (whose kept
+        offsets are ``first`` to ``end``); returns the offset to read on from, or None."""
+        try:
+            raw = await client.get(protocol.portfolio_key(self.options.bot_id))
+        except (redis.RedisError, OSError) as exc:
+            self._log.warning("saved portfolio unreadable (%s): rebuilt from the reports", exc)
+            return None
+        if raw is None:
+            return None
+        try:
+            saved = msgspec.json.decode(raw, type=SavedPortfolio)
+        except msgspec.MsgspecError as exc:
+            self._log.warning("saved portfolio undecodable (%s): rebuilt from the reports", exc)
+            return None
+        here = (self.options.account_id, partition.topic, partition.partition)
+        if (saved.account_id, saved.topic, saved.partition) != here:
+            self._log.info("saved portfolio is of another account or topic: not used")
+            return None
+        if saved.offset > end:
+            # The topic holds fewer reports than the saved copy had read: it was recreated.
+            self._log.warning(
+                "saved portfolio is ahead of the reports topic (offset %d > %d): the topic was "
+                "recreated; rebuilt from the reports",
+                saved.offset,
+                end,
+            )
+            return None
+        if saved.offset < first:
+            self._log.warning(
+                "reports %d to %d after the saved portfolio are gone (retention): they are "
+                "missing from the portfolio (the executor's records are the reference)",
+                saved.offset,
+                first - 1,
+            )
+        self.portfolio.restore(saved.portfolio)
+        return max(saved.offset, first)
+
+    async def _save_portfolio(self, client: aioredis.Redis) -> None:
+        if self._reports_partition is None or self._reports_applied_to is None:
+            return
+        saved = SavedPortfolio(
+            account_id=self.options.account_id,
+            topic=self._reports_partition.topic,
+            partition=self._reports_partition.partition,
+            offset=self._reports_applied_to,
+            saved_ms=protocol.now_ms(),
+            portfolio=self.portfolio.snapshot(),
+        )
+        await client.set(protocol.portfolio_key(self.options.bot_id), msgspec.json.encode(saved))
+
+    async def _save_portfolio_every(self, client: aioredis.Redis) -> None:
+        saved_at: int | None = None
+        while True:
+            await asyncio.sleep(self.options.portfolio_save_s)
+            if self._reports_applied_to == saved_at:
+                continue
+            try:
+                await self._save_portfolio(client)
+                saved_at = self._reports_applied_to
+            except (redis.RedisError, OSError) as exc:
+                self._log.warning("portfolio not saved (%s); the next save retries", exc)
 
     async def _follow_reports(self, consumer: AIOKafkaConsumer) -> None:
         while True:
@@ -608,7 +723,7 @@ class BotRuntime:
                 for record in records:
                     report = self._decode_report(record.value)
                     if report is not None:
-                        self._events.put_nowait(("report", (report, record.headers)))
+                        self._events.put_nowait(("report", (report, record.headers, record.offset)))
 
     def _decode_report(self, raw: bytes | None) -> ExecutionReport | None:
         if raw is None:
