@@ -6,24 +6,26 @@
    examples/accounts.toml: risk engine, paper broker, records, execution reports.
 3. Real EURUSD hourly bars (examples/data/EURUSD.csv), shifted to start now, are replayed into
    RedisTimeSeries, each published as it is written.
-4. Two example bots run live under the bot runtime — the mean-reversion bot and the market
-   maker — each with its control flag set to running. They read their history from
-   RedisTimeSeries, send their order intents to Kafka, and get fills back from the executor.
+4. Two example bots — the mean-reversion bot and the market maker — are pushed to the control
+   plane as bundles and deployed to the paper account, started: its supervisor launches each
+   as a process of its own (a Redis user of its own, resource limits) and sets its control
+   flag. They read their history from RedisTimeSeries, send their order intents to Kafka, and
+   get fills back from the executor. At the end the demo stops them through the API.
 5. A tap follows the account's intents and execution reports on Kafka.
 6. The control plane serves its API, the reports and the web dashboard on
    http://127.0.0.1:8400/ for the demo organisation (`demo`, account `paper`): log in with the
    admin's email and the password printed at start (a new one every run) to watch the blotter,
    positions and PnL live, or trip the kill switch (the executor then refuses the orders).
 
-At the end the demo prints, per bot, for this run: bars received, intents, fills, rejections,
-realised PnL (from the bot's own portfolio, kept from the execution reports), its position
-(earlier runs on the account included: a runtime rebuilds its portfolio from the account's past
-reports) and its heartbeat state; then the same run as the reports API sees it (fills, fees,
-realised and net PnL). The two realised PnL columns agree.
+At the end the demo prints, per bot, for this run: bars received (its last heartbeat), intents,
+fills, rejections, realised PnL (from the bot's own portfolio, which its runtime saved as it
+stopped), its position (earlier runs on the account included: the portfolio carries over) and
+its final state; then the same run as the reports API sees it (fills, fees, realised and net
+PnL).
 
 Environment:
     DEMO_SECONDS: stop by itself after this many seconds instead of running until Ctrl-C.
-        The bots are stopped through their control flags; the demo then stops the services it
+        The bots are stopped through the control plane; the demo then stops the services it
         started (a stack that was already running is left running). The exit code is non-zero
         if no order made the round trip from a bot to a fill.
     DEMO_BARS_PER_SECOND: replay pace (default 20).
@@ -43,9 +45,11 @@ from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import hvac
+import msgspec
 import redis
 import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -65,17 +69,17 @@ from coyote_executor.cli import serve as serve_executor
 from coyote_executor.config import Settings as ExecutorSettings
 from coyote_reports import ReportsSettings
 from coyote_sdk import protocol
+from coyote_sdk.client import ControlPlaneClient
 from coyote_sdk.config import Endpoints, StackSettings
-from coyote_sdk.control import read_status, set_control_flag
+from coyote_sdk.control import read_status
 from coyote_sdk.csvdata import read_bars_csv
 from coyote_sdk.dev import Stack, StackError
 from coyote_sdk.feeds import ReplayPace, rebase, replay_bars
 from coyote_sdk.kafka import account_partition
-from coyote_sdk.loading import load_bot_class
 from coyote_sdk.logs import configure_logging
 from coyote_sdk.marketdata import MarketDataWriter
-from coyote_sdk.protocol import BotState, RuntimeState
-from coyote_sdk.runtime import BotRuntime, RuntimeOptions
+from coyote_sdk.protocol import RuntimeState
+from coyote_sdk.runtime import SavedPortfolio
 
 ROOT = Path(__file__).resolve().parents[1]
 VENUE = "demo-fx"
@@ -215,11 +219,12 @@ def prepare_organisation(engine: Engine) -> str:
 async def start_control_plane(
     endpoints: Endpoints, port: int
 ) -> tuple[_QuietServer, asyncio.Task[None], str]:
-    """The control plane (API, reports, dashboard) over the executor's records; the demo runs the
-    bots itself, so no supervisor. Returns the server, its task and the admin's password."""
+    """The control plane (API, reports, dashboard over the executor's records, and the
+    supervisor that runs the bots as local processes). Returns the server, its task and the
+    admin's password."""
     settings = ControlPlaneSettings(
         port=port,
-        supervisor=SupervisorSettings(backend="none"),
+        supervisor=SupervisorSettings(backend="local"),
         reports=ReportsSettings(database_url=endpoints.database_url),
     )
     engine = make_engine(settings.database_url)
@@ -240,6 +245,63 @@ async def start_control_plane(
             raise RuntimeError("the control plane did not start within 30 s")
         await asyncio.sleep(0.05)
     return server, task, password
+
+
+async def demo_api_key(url: str, password: str) -> dict[str, Any]:
+    """An API key of the demo's admin for this run, made over HTTP as a user makes one in the
+    dashboard: the CLI's way in (``coyote-sdk push``, ``deploy``, ``stop``)."""
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        login = await http.post("/v1/auth/login", json={"email": ADMIN_EMAIL, "password": password})
+        login.raise_for_status()
+        made = await http.post("/v1/api-keys", json={"name": "demo run", "expires_in_days": 1})
+        made.raise_for_status()
+        return dict(made.json())
+
+
+async def revoke_api_key(url: str, key: dict[str, Any]) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        answer = await http.delete(
+            f"/v1/api-keys/{key['prefix']}", headers={"Authorization": f"Bearer {key['key']}"}
+        )
+        answer.raise_for_status()
+
+
+def deploy_bots(api: ControlPlaneClient) -> None:
+    """Pushes each example bot (its bundle) and deploys it to the paper account, started: the
+    supervisor launches its runtime. A deployment an interrupted run left behind goes first."""
+    existing = {d["name"] for d in api.deployments()}
+    for name, file in BOTS.items():
+        if name in existing:
+            retire(api, name)
+        version, _ = api.push(ROOT / "examples" / file, name=name)
+        api.deploy(name, bot=name, account="paper", version=version["number"], start=True)
+
+
+def retire(api: ControlPlaneClient, name: str, within_s: float = 60) -> None:
+    """Stops the deployment ``name`` (its runtime cancels its orders, saves its portfolio and
+    exits), waits for the supervisor to see it ended, and deletes it."""
+    if api.deployment(name)["desired"] != "stopped":
+        api.action(name, "stop", reason="the demo ends")
+    deadline = time.monotonic() + within_s
+    while api.deployment(name)["status"] not in ("stopped", "failed"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"deployment {name} did not stop within {within_s:.0f} s")
+        time.sleep(0.2)
+    api.delete_deployment(name)
+
+
+def saved_portfolio(client: redis.Redis, bot_id: str) -> SavedPortfolio | None:
+    """The portfolio a bot's runtime saved (as it stopped, or on its schedule)."""
+    raw = client.get(protocol.portfolio_key(bot_id))
+    return msgspec.json.decode(raw, type=SavedPortfolio) if raw is not None else None
+
+
+def _eurusd(saved: SavedPortfolio | None) -> tuple[Decimal, Decimal]:
+    """(position, realised PnL) in EURUSD of a saved portfolio."""
+    for position in saved.portfolio.positions if saved else ():
+        if position.symbol == "EURUSD":
+            return position.quantity, position.realized_pnl
+    return Decimal(0), Decimal(0)
 
 
 async def reports_of_the_run(url: str, password: str, since_ms: int) -> Table:
@@ -305,34 +367,28 @@ async def run_pipeline(endpoints: Endpoints, seconds: float | None) -> int:
     tap = asyncio.create_task(follow_demo_account(endpoints, counts, stop))
     await asyncio.sleep(0.5)  # the tap is positioned before the first intent can exist
 
-    runtimes: dict[str, BotRuntime] = {}
-    tasks = []
-    for name, file in BOTS.items():
-        bot_class = load_bot_class(ROOT / "examples" / file)
-        bot_id = f"{ORG}.{name}"
-        set_control_flag(client, bot_id, BotState.RUNNING, set_by="demo")
-        options = RuntimeOptions(
-            bot_id=bot_id, account_id=ACCOUNT, venue=VENUE, cash=Decimal(100_000)
-        )
-        runtimes[name] = BotRuntime(bot_class(), options, endpoints)
-        tasks.append(asyncio.create_task(runtimes[name].run()))
-    await asyncio.sleep(1.0)  # the bots subscribe before the first bar is published
-    # A runtime rebuilds its portfolio from the account's past reports (earlier demo runs)
-    # before it starts: what it realises in this run counts from there.
-    for _ in range(600):  # at most a minute
-        if all(r.state is not RuntimeState.STARTING for r in runtimes.values()):
-            break
-        await asyncio.sleep(0.1)
-    realised_before = {
-        name: r.portfolio.position("EURUSD").realized_pnl for name, r in runtimes.items()
-    }
-
-    _say(f"replaying {len(bars)} EURUSD hourly bars into {VENUE} at {pace.bars_per_second}/s")
-    replay = asyncio.create_task(
-        replay_bars(MarketDataWriter(client, venue=VENUE), bars, pace=pace, stop=stop)
-    )
-    started = time.monotonic()
+    _say("pushing the example bots and deploying them: the supervisor launches their runtimes")
+    key = await demo_api_key(url, password)
+    api = ControlPlaneClient(url, key["key"])
+    bot_ids = {name: f"{ORG}.{name}" for name in BOTS}
+    realised_before = {name: _eurusd(saved_portfolio(client, b))[1] for name, b in bot_ids.items()}
+    replay: asyncio.Task[None] | None = None
     try:
+        await asyncio.to_thread(deploy_bots, api)
+        for _ in range(600):  # at most a minute: the processes start, rebuild their portfolios
+            states = [read_status(client, bot_id) for bot_id in bot_ids.values()]
+            if all(s is not None and s.state is RuntimeState.RUNNING for s in states):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError("the bots' runtimes did not report running within a minute")
+        await asyncio.sleep(1.0)  # they subscribe to the bars a moment after their first beat
+
+        _say(f"replaying {len(bars)} EURUSD hourly bars into {VENUE} at {pace.bars_per_second}/s")
+        replay = asyncio.create_task(
+            replay_bars(MarketDataWriter(client, venue=VENUE), bars, pace=pace, stop=stop)
+        )
+        started = time.monotonic()
         while not stop.is_set() and not replay.done():
             await asyncio.sleep(1.0)
             elapsed = time.monotonic() - started
@@ -346,17 +402,19 @@ async def run_pipeline(endpoints: Endpoints, seconds: float | None) -> int:
             if seconds is not None and elapsed >= seconds:
                 break
     finally:
-        for name in BOTS:
-            set_control_flag(
-                client, f"{ORG}.{name}", BotState.STOPPED, reason="demo ends", set_by="demo"
-            )
-        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        _say("stopping the bots through the control plane")
+        stopped = await asyncio.gather(
+            *(asyncio.to_thread(retire, api, name) for name in BOTS), return_exceptions=True
+        )
+        api.close()
+        await revoke_api_key(url, key)
         await asyncio.sleep(1.0)  # the last intents and reports reach the tap
         stop.set()
         executor_stop.set()
-        replay.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await replay
+        if replay is not None:
+            replay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await replay
         await tap
         await executor
         reports = await reports_of_the_run(url, password, started_ms)
@@ -374,25 +432,24 @@ async def run_pipeline(endpoints: Endpoints, seconds: float | None) -> int:
         "final state",
         title="Coyote demo — bots live on replayed EURUSD bars, orders through the executor",
     )
-    for name, runtime in runtimes.items():
-        bot_id = f"{ORG}.{name}"
+    for name, bot_id in bot_ids.items():
         status = read_status(client, bot_id)
-        position = runtime.portfolio.position("EURUSD")
+        quantity, realised = _eurusd(saved_portfolio(client, bot_id))
         table.add_row(
             name,
-            str(runtime.bars),
+            str(status.bars if status else "?"),
             str(counts[(bot_id, "intents")]),
             str(counts[(bot_id, "trade")]),
             str(counts[(bot_id, "rejected")]),
-            str(position.quantity),
-            f"{position.realized_pnl - realised_before[name]:.2f}",
+            str(quantity),
+            f"{realised - realised_before[name]:.2f}",
             status.state.value if status else "?",
         )
     console.print(table)
     console.print(reports)
-    for name, outcome in zip(BOTS, outcomes, strict=True):
+    for name, outcome in zip(BOTS, stopped, strict=True):
         if isinstance(outcome, BaseException):
-            console.print(f"[red]{name} failed:[/red] {outcome!r}")
+            console.print(f"[red]{name} did not stop cleanly:[/red] {outcome!r}")
     console.print(
         "Orders and fills are recorded in PostgreSQL (tables orders, fills, positions); "
         "`make demo` again serves the dashboard while the bots trade.",
