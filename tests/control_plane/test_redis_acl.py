@@ -182,9 +182,7 @@ REFUSED: dict[str, Callable[[redis.Redis, str, str], object]] = {
     "writing another bot's state": lambda c, own, other: c.hset(
         protocol.state_key(other), "k", "1"
     ),
-    "reading another bot's portfolio": lambda c, own, other: c.get(
-        protocol.portfolio_key(other)
-    ),
+    "reading another bot's portfolio": lambda c, own, other: c.get(protocol.portfolio_key(other)),
     "writing another bot's portfolio": lambda c, own, other: c.set(
         protocol.portfolio_key(other), b"{}"
     ),
