@@ -288,6 +288,8 @@ class Executor:
         what happens to their orders in the step goes into them."""
         self._updates: asyncio.Queue[tuple[str, Sequence[BrokerOrderState]]] = asyncio.Queue()
         self._assigned: set[TopicPartition] | None = None
+        self._stepping = asyncio.Lock()
+        """Held by a step's work (not its poll) and by a revocation, which waits for it."""
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._last_reconcile = 0.0
@@ -384,22 +386,36 @@ class Executor:
 
     async def _step(self, stop: asyncio.Event) -> None:
         assert self._consumer is not None
+        # A rebalance runs beside the step (aiokafka's coordination task) and waits for it in
+        # on_partitions_revoked: what the step decides for an account is recorded, sent and
+        # committed before another instance may take the account on. Only the poll is outside.
+        async with self._stepping:
+            await self._take_over_if_assigned(stop)
+            await self._reconcile_when_due(stop)
+            self._lift_reject_halts()
+        self._polled_at = time.monotonic()  # a process frozen inside the poll looks stale after
+        batch = await self._consumer.getmany(timeout_ms=50, max_records=self.options.batch_size)
+        async with self._stepping:
+            # The group may have moved partitions since the poll began: the new assignment is
+            # taken over first, and records of partitions no longer this instance's are left to
+            # their new owner — neither decided nor committed here.
+            await self._take_over_if_assigned(stop)
+            owned = self._consumer.assignment()
+            batch = {tp: part for tp, part in batch.items() if tp in owned}
+            records = [record for part in batch.values() for record in part]
+            if records:
+                offsets = {tp: part[-1].offset + 1 for tp, part in batch.items()}
+                await self._handle_intents(records, offsets, stop)
+            await self._handle_updates(stop)
+            if time.monotonic() - self._last_counted >= 1.0:
+                self._last_counted = time.monotonic()
+                await self._count_for_metrics()
+                await self._mark_daily_pnl()
+
+    async def _take_over_if_assigned(self, stop: asyncio.Event) -> None:
         if self._assigned is not None:
             assigned, self._assigned = self._assigned, None
             await self._take_over(assigned, stop)
-        await self._reconcile_when_due(stop)
-        self._lift_reject_halts()
-        self._polled_at = time.monotonic()  # a process frozen inside the poll looks stale after
-        batch = await self._consumer.getmany(timeout_ms=50, max_records=self.options.batch_size)
-        records = [record for part in batch.values() for record in part]
-        if records:
-            offsets = {tp: part[-1].offset + 1 for tp, part in batch.items()}
-            await self._handle_intents(records, offsets, stop)
-        await self._handle_updates(stop)
-        if time.monotonic() - self._last_counted >= 1.0:
-            self._last_counted = time.monotonic()
-            await self._count_for_metrics()
-            await self._mark_daily_pnl()
 
     async def _reconcile_when_due(self, stop: asyncio.Event) -> None:
         """Reconciles every interval, and every second while an account is halted by its broker
@@ -1708,13 +1724,15 @@ class _Rebalance(ConsumerRebalanceListener):
         self._executor = executor
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        # Each step finishes (records, publishes, commits) before the next poll, so there is
-        # nothing in flight to hand over: the next owner rebuilds the state from the database,
-        # and so does this executor when its new assignment arrives.
-        log.info("partitions revoked: %s", sorted(p.partition for p in revoked))
-        self._executor.health.revoked()
-        for broker in {id(b): b for b in self._executor._brokers.values()}.values():
-            await broker.serve(())  # until the next assignment is taken over
+        # The rebalance waits here for the step under way to finish (record, send, publish
+        # and commit): nothing is in flight when the partitions go, and the next owner
+        # rebuilds the state from the database, as this executor does when its new assignment
+        # arrives. The lock is free when the poll itself runs the rebalance.
+        async with self._executor._stepping:
+            log.info("partitions revoked: %s", sorted(p.partition for p in revoked))
+            self._executor.health.revoked()
+            for broker in {id(b): b for b in self._executor._brokers.values()}.values():
+                await broker.serve(())  # until the next assignment is taken over
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self._executor._assigned = set(assigned)
