@@ -1681,6 +1681,10 @@ class Executor:
                 log.error(
                     "database unavailable (%s); holding for %.1fs", exc.__class__.__name__, delay
                 )
+                with contextlib.suppress(OperationalError, DBAPIError):  # it may be down
+                    ended = await asyncio.to_thread(self._store.end_stale_transactions)
+                    if ended:
+                        log.warning("ended the stale transactions of executor sessions %s", ended)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 await self._check_not_fenced(self._owned_partitions(), stop)

@@ -81,6 +81,13 @@ class Changes:
 
 IDLE_IN_TRANSACTION_MS = 10_000
 """PostgreSQL ends a session of the executor that stays idle inside a transaction this long."""
+LOCK_TIMEOUT_MS = 5_000
+"""A statement of the executor waiting this long for a row lock fails (and is retried)."""
+STALE_TRANSACTION_S = 20
+"""An executor's transaction open this long belongs to a frozen process (a step's last well
+under a second): :meth:`Store.end_stale_transactions` ends its session."""
+APPLICATION_NAME = "coyote-executor"
+"""How the executor's PostgreSQL sessions name themselves (``pg_stat_activity``)."""
 
 
 class Store:
@@ -105,12 +112,44 @@ class Store:
             # otherwise replace.
             from_url = sa.make_url(url).query.get("options")
             from_url = from_url[-1] if isinstance(from_url, tuple) else from_url
-            idle = f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+            idle = (
+                f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS} "
+                f"-c lock_timeout={LOCK_TIMEOUT_MS}"
+            )
             connect_args.setdefault("options", f"{from_url} {idle}" if from_url else idle)
+            connect_args.setdefault("application_name", APPLICATION_NAME)
         self.engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.timescale = False
+
+    def end_stale_transactions(self) -> list[int]:
+        """Ends the PostgreSQL sessions of executors whose transaction has been open for
+        :data:`STALE_TRANSACTION_S`; answers their process ids.
+
+        A process frozen in the middle of a pipelined statement (psycopg sends many rows and
+        one ``Sync``) is neither idle in its transaction nor running a statement, so no server
+        time-out ends it, and its row locks block the instance that took its accounts over
+        (its statements fail on :data:`LOCK_TIMEOUT_MS` and are retried). No live executor
+        keeps a transaction open that long, so such a session is a zombie's: ending it rolls
+        its transaction back, and its next write fails.
+        """
+        if self.engine.dialect.name != "postgresql":
+            return []
+        with self.engine.connect() as conn:
+            pids = list(
+                conn.execute(
+                    sa.text(
+                        "SELECT pid FROM pg_stat_activity WHERE application_name = :name "
+                        "AND datname = current_database() AND pid <> pg_backend_pid() "
+                        "AND xact_start < now() - make_interval(secs => :age)"
+                    ),
+                    {"name": APPLICATION_NAME, "age": STALE_TRANSACTION_S},
+                ).scalars()
+            )
+            for pid in pids:
+                conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        return pids
 
     def create_schema(self) -> None:
         """Creates missing tables; on PostgreSQL with TimescaleDB, ``fills`` becomes a
