@@ -149,6 +149,8 @@ def shadow_account(
                 venue=live.venue,
                 currency=live.currency,
                 risk_limits=dict(live.risk_limits),
+                # A paper live account's fill model, so that both sides fill alike.
+                fill_model=live.fill_model if live.broker is Broker.PAPER else None,
                 created_ms=now_ms(),
             )
             session.add(account)

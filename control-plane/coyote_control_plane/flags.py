@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from coyote_control_plane.models import (
     Account,
+    Broker,
     Deployment,
     DesiredState,
     KillSwitch,
@@ -162,6 +163,11 @@ def account_document(
         currency=account.currency,
         credentials_path=account.credentials_path,
         risk=dict(account.risk_limits),
+        fill_model=(
+            msgspec.convert(account.fill_model, protocol.PaperFillModel, strict=False)
+            if account.fill_model is not None and account.broker is Broker.PAPER
+            else None
+        ),
         deployments={
             d.runtime_id: Decimal(d.capital) for d in sorted(deployments, key=lambda d: d.name)
         },

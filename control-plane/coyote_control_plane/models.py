@@ -245,6 +245,15 @@ class AccountBase(SQLModel):
     """The Vault path of the broker credentials; never the secret itself."""
     capital: Amount | None = Field(default=None, max_length=40)
     """Capital that the deployments on this account may be allocated, in total."""
+    fill_model: dict[str, Any] | None = Field(
+        default=None,
+        sa_type=sa.JSON,
+        description=(
+            "A paper account's fill model, as the protocol's PaperFillModel: slippage_bps, "
+            "fee_bps, latency_ms, liquidity, max_price_age_ms; none fills at the last price, "
+            "with no fee."
+        ),
+    )
 
 
 class AccountCreate(AccountBase):

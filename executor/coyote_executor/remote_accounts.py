@@ -46,13 +46,14 @@ from coyote_executor._follow import follow_hash
 from coyote_executor.accounts import BROKERS, AccountConfig
 from coyote_executor.brokers import build_brokers
 from coyote_executor.brokers.base import Broker
-from coyote_executor.brokers.paper import PaperSettings
+from coyote_executor.brokers.paper import PaperBroker, PaperSettings
 from coyote_risk import Limits, risk_config_from_mapping
 from coyote_sdk import protocol
 from coyote_sdk.protocol import (
     ACCOUNTS_CHANNEL,
     ACCOUNTS_KEY,
     AccountDocument,
+    PaperFillModel,
     ProtocolError,
     now_ms,
 )
@@ -96,7 +97,19 @@ def account_from_document(document: AccountDocument) -> AccountConfig:
         risk=dataclasses.replace(risk, bots=bots),
         currency=document.currency,
         credentials=document.credentials_path,
-        paper=PaperSettings(venue=document.venue) if document.broker == "paper" else None,
+        paper=_paper_settings(document) if document.broker == "paper" else None,
+    )
+
+
+def _paper_settings(document: AccountDocument) -> PaperSettings:
+    fill = document.fill_model or PaperFillModel()
+    return PaperSettings(
+        venue=document.venue,
+        slippage_bps=fill.slippage_bps,
+        fee_bps=fill.fee_bps,
+        latency_ms=fill.latency_ms,
+        liquidity=fill.liquidity,
+        max_price_age_ms=fill.max_price_age_ms,
     )
 
 
@@ -352,6 +365,9 @@ class RemoteAccounts:
             return
         executor._configs[account_id] = config
         self._revisions[account_id] = document.revision
+        broker = executor._brokers.get(account_id)
+        if config.paper != current.paper and isinstance(broker, PaperBroker):
+            broker.reconfigure(account_id, config.paper)  # the venue is the same (above)
         owned = executor._accounts.get(account_id)
         if owned is not None:
             owned.config = config

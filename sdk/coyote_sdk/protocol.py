@@ -522,6 +522,26 @@ VaultPath = Annotated[
 ]
 
 
+class PaperFillModel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How the paper broker fills a paper account's orders (see docs/brokers.md)."""
+
+    slippage_bps: Decimal = Decimal(0)
+    """Adverse slippage of market and stop fills, in basis points of the price."""
+    fee_bps: Decimal = Decimal(0)
+    """Fee of each fill, in basis points of its notional."""
+    latency_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 0
+    """Time the venue takes to answer a submission."""
+    liquidity: Decimal | None = None
+    """Largest quantity one execution fills (an order larger fills in parts); None: any."""
+    max_price_age_ms: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """A market order is rejected when the venue's last price is older than this."""
+
+    def __post_init__(self) -> None:
+        _require_non_negative("slippage_bps", self.slippage_bps)
+        _require_non_negative("fee_bps", self.fee_bps)
+        _require_positive("liquidity", self.liquidity)
+
+
 class AccountDocument(_Message, frozen=True, kw_only=True):
     """A trading account as the control plane configures it: its broker, the venue of its
     prices, its risk limits and its bots' capital. Kept in the Redis hash
@@ -544,8 +564,12 @@ class AccountDocument(_Message, frozen=True, kw_only=True):
     it (sections ``instruments``, ``account``, ``bots``, ``symbols``, ``restricted``)."""
     deployments: dict[Identifier, Decimal] = msgspec.field(default_factory=dict)
     """Each bot's capital allocation on the account, by bot id; ``0`` is none given."""
+    fill_model: PaperFillModel | None = None
+    """A paper account's fill model; None: fills at the last price, no fee, no latency."""
 
     def __post_init__(self) -> None:
+        if self.fill_model is not None and self.broker != "paper":
+            raise ValueError(f"a fill model is for paper accounts, not {self.broker} ones")
         for bot_id, capital in self.deployments.items():
             _require_non_negative(f"deployments.{bot_id}", capital)
 

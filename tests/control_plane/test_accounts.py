@@ -122,3 +122,44 @@ def test_an_unreadable_or_newer_stored_document_is_written_above_its_revision(
     assert rewrote and healed.revision > first.revision and healed.risk == {}
     assert not untouched
     assert changed is not None and changed.revision == 91 and changed.risk == LIMITS
+
+
+def test_a_paper_accounts_fill_model_reaches_its_document_and_a_live_account_refuses_one(
+    cp: ControlPlaneUnderTest, client: redis.Redis
+) -> None:
+    account_id = f"{cp.acme.slug}.paper"
+    add_account(cp.acme.admin, venue="demo-fx", fill_model={"fee_bps": "1"})
+    created = document(client, account_id)
+    model = {"slippage_bps": "2.5", "fee_bps": 1, "latency_ms": 20, "liquidity": "50000"}
+    changed = cp.acme.admin.put("/v1/accounts/paper/fill-model", json=model)
+    modelled = document(client, account_id)
+    by_a_trader = cp.acme.trader.put("/v1/accounts/paper/fill-model", json=model)
+    negative = cp.acme.admin.put("/v1/accounts/paper/fill-model", json={"fee_bps": "-1"})
+    unknown = cp.acme.admin.put("/v1/accounts/paper/fill-model", json={"fees": "1"})
+    add_account(cp.acme.admin, "live", broker="alpaca", credentials_path="acme/live")
+    on_live = cp.acme.admin.put("/v1/accounts/live/fill-model", json=model)
+    created_live = cp.acme.admin.post(
+        "/v1/accounts",
+        json={"name": "live2", "broker": "oanda", "venue": "fx", "fill_model": model},
+    )
+    cleared = cp.acme.admin.put("/v1/accounts/paper/fill-model", json={})
+    plain = document(client, account_id)
+
+    assert created is not None and created.fill_model == protocol.PaperFillModel(fee_bps=Decimal(1))
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["fill_model"] == model
+    assert modelled is not None and modelled.fill_model == protocol.PaperFillModel(
+        slippage_bps=Decimal("2.5"), fee_bps=Decimal(1), latency_ms=20, liquidity=Decimal(50000)
+    )
+    assert by_a_trader.status_code == 403
+    for refused in (negative, unknown):
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["code"] == "fill_model.invalid"
+    assert "fee_bps" in negative.json()["error"]["message"]
+    for refused in (on_live, created_live):
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["code"] == "fill_model.not_paper"
+    assert cleared.status_code == 200 and plain is not None
+    assert plain.fill_model == protocol.PaperFillModel()  # every default: no slippage nor fee
+    actions = [e["action"] for e in cp.acme.admin.get("/v1/audit").json()]
+    assert actions.count("account.fill_model") == 2

@@ -228,6 +228,47 @@ async def test_limits_and_a_new_account_apply_without_a_restart_and_old_revision
 
 
 @integration
+async def test_a_paper_accounts_fill_model_changes_without_a_restart(two: Any) -> None:
+    ex, documents, _ = two
+    executor = ex.executor
+    plain = ex.order(quantity="1000")
+    await ex.send(plain)
+    before = await ex.terminal_reports([plain.intent_id])
+
+    model = protocol.PaperFillModel(slippage_bps=Decimal(5), fee_bps=Decimal(10))
+    documents.put(
+        doc(ex.account, revision=7, venue=ex.venue, risk=risk_section(), fill_model=model)
+    )
+    await until(lambda: executor._configs[ex.account].paper.fee_bps == 10, what="applied")
+    costly = ex.order(quantity="1000")
+    await ex.send(costly)
+    after = await ex.terminal_reports([costly.intent_id])
+
+    (plain_fill,) = [r for r in before[plain.intent_id] if r.exec_type is ExecType.TRADE]
+    (costly_fill,) = [r for r in after[costly.intent_id] if r.exec_type is ExecType.TRADE]
+    assert (plain_fill.last_price, plain_fill.fee) == (Decimal("1.10000"), Decimal(0))
+    # A buy pays 5 bps over the last price, and 10 bps of the notional as its fee.
+    assert costly_fill.last_price == Decimal("1.10000") * Decimal("1.0005")
+    assert costly_fill.fee == Decimal(1000) * costly_fill.last_price * Decimal("0.001")
+    assert ex.account not in executor.config_halts  # applied live, not halted for a restart
+
+
+@pytest.mark.unit
+def test_a_fill_model_is_for_paper_accounts_and_its_values_are_checked() -> None:
+    with pytest.raises(ValueError, match="a fill model is for paper accounts"):
+        doc(
+            "acme.live", broker="alpaca", credentials_path="x", fill_model=protocol.PaperFillModel()
+        )
+    with pytest.raises(ValueError, match="fee_bps"):
+        protocol.PaperFillModel(fee_bps=Decimal(-1))
+    config = account_from_document(
+        doc("acme.paper", fill_model=protocol.PaperFillModel(latency_ms=20, liquidity=Decimal(5)))
+    )
+    assert config.paper is not None
+    assert (config.paper.latency_ms, config.paper.liquidity) == (20, Decimal(5))
+
+
+@integration
 async def test_the_executor_waits_for_a_first_document(
     endpoints: Endpoints, unique: str, redis_ts: tuple[redis.Redis, str]
 ) -> None:

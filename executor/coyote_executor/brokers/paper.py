@@ -194,6 +194,13 @@ class PaperBroker(Broker):
         """... and those whose open orders it has loaded and works."""
         self._random = random.Random()
 
+    def reconfigure(self, account_id: str, settings: PaperSettings | None) -> None:
+        """Fills ``account_id``'s orders by ``settings`` from now on (its fill model changed;
+        orders resting meanwhile keep their place)."""
+        if settings is None or settings.venue != self._accounts[account_id].venue:
+            raise ValueError(f"{account_id}: a paper account keeps its venue")
+        self._accounts[account_id] = settings
+
     def submissions_key(self, account_id: str) -> str:
         """The Redis hash counting submissions per client order id."""
         return _key(account_id, "submissions")

@@ -6,6 +6,7 @@ import logging
 from decimal import Decimal
 from typing import Annotated, Any
 
+import msgspec
 import redis
 from fastapi import APIRouter, Body, Path
 from sqlmodel import Session, select
@@ -18,8 +19,10 @@ from coyote_control_plane.models import (
     Account,
     AccountCreate,
     AccountPublic,
+    Broker,
     Deployment,
 )
+from coyote_sdk import protocol
 from coyote_sdk.protocol import now_ms
 
 logger = logging.getLogger("coyote.control_plane")
@@ -100,6 +103,7 @@ def create_account(
         select(Account).where(Account.org_id == principal.org_id, Account.name == body.name)
     ).first():
         raise conflict("account.exists", f"an account named {body.name!r} exists")
+    check_fill_model(body.broker, body.fill_model)
     account = Account.model_validate(
         body, update={"org_id": principal.org_id, "created_ms": now_ms()}
     )
@@ -144,6 +148,50 @@ def set_risk_limits(
     session.commit()
     push_accounts(session, context, principal.org_id)
     return account_public(session, principal.org_slug, account)
+
+
+@router.put("/{name}/fill-model", responses=responses(404, 422))
+def set_fill_model(
+    name: AccountName,
+    fill_model: Annotated[
+        dict[str, Any], Body(examples=[{"slippage_bps": "2", "fee_bps": "1", "latency_ms": 20}])
+    ],
+    session: SessionDep,
+    principal: Admin,
+    context: ContextDep,
+) -> AccountPublic:
+    """Replaces a paper account's fill model; a field left out takes its default (``{}``: fills
+    at the last price, no fee, no latency). Running executors that take their accounts from the
+    control plane fill the account's next orders by it; orders resting meanwhile keep their
+    place."""
+    account = find_account(session, principal.org_id, name)
+    check_fill_model(account.broker, fill_model)
+    before = account.fill_model
+    account.fill_model = fill_model
+    session.add(account)
+    principal.audit(
+        session, "account.fill_model", f"account/{name}", before=before, after=fill_model
+    )
+    session.commit()
+    push_accounts(session, context, principal.org_id)
+    return account_public(session, principal.org_slug, account)
+
+
+def check_fill_model(broker: Broker, fill_model: dict[str, Any] | None) -> None:
+    """Refuses a fill model that is not valid (naming the field), or one for a real broker:
+    the protocol's ``PaperFillModel`` is the one definition of what is valid."""
+    if fill_model is None:
+        return
+    if broker is not Broker.PAPER:
+        raise invalid(
+            "fill_model.not_paper",
+            f"a fill model is for paper accounts; this one trades with {broker.value}",
+            field="fill_model",
+        )
+    try:
+        msgspec.convert(fill_model, protocol.PaperFillModel, strict=False)
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise invalid("fill_model.invalid", str(exc), field="fill_model") from exc
 
 
 @router.put("/{name}/capital", responses=responses(404, 422))
