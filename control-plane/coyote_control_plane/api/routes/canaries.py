@@ -18,6 +18,7 @@ from coyote_control_plane.api.routes.accounts import check_allocation
 from coyote_control_plane.api.routes.deployments import (
     DeploymentName,
     _set_release,
+    add_deployment,
     find_deployment,
 )
 from coyote_control_plane.errors import ApiError, conflict, responses
@@ -33,13 +34,10 @@ from coyote_control_plane.models import (
     CanaryState,
     Deployment,
     DeploymentPublic,
-    DeploymentRelease,
     DesiredState,
     Release,
-    RuntimeStatus,
 )
 from coyote_control_plane.registry import find_release, find_version, make_release
-from coyote_sdk.protocol import now_ms
 
 router = APIRouter(prefix="/v1/deployments", tags=["canaries"], responses=responses(401, 403))
 
@@ -124,34 +122,17 @@ def start_canary(
     check_allocation(session, account, capital)
     number = canaries.next_number(session, principal.org_id, name)
     shadow_name = canaries.canary_name(principal.org_slug, name, number)
-    now = now_ms()
-    shadow = Deployment(
-        org_id=principal.org_id,
+    shadow = add_deployment(
+        session,
+        principal,
         name=shadow_name,
-        runtime_id=f"{principal.org_slug}.{shadow_name}",
         bot_id=deployment.bot_id,
-        account_id=account.id,  # type: ignore[arg-type]
-        release_id=release.id,  # type: ignore[arg-type]
+        account=account,
+        release=release,
         capital=capital,
         cancel_orders_on_heartbeat_loss=deployment.cancel_orders_on_heartbeat_loss,
-        desired=DesiredState.RUNNING,
-        status=RuntimeStatus.PENDING,
-        status_ms=now,
+        start=True,
         canary=True,
-        created_by=principal.actor,
-        created_ms=now,
-        updated_ms=now,
-    )
-    session.add(shadow)
-    session.flush()
-    session.add(
-        DeploymentRelease(
-            deployment_id=shadow.id,  # type: ignore[arg-type]
-            release_id=release.id,  # type: ignore[arg-type]
-            ts_ms=now,
-            set_by=principal.actor,
-            action="deploy",
-        )
     )
     canary = Canary(
         org_id=principal.org_id,
@@ -165,7 +146,7 @@ def start_canary(
         account_id=account.id,  # type: ignore[arg-type]
         capital=capital,
         started_by=principal.actor,
-        started_ms=now,
+        started_ms=shadow.created_ms,
     )
     session.add(canary)
     principal.audit(

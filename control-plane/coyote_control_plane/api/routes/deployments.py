@@ -173,33 +173,16 @@ def create_deployment(
             actor=principal.actor,
         )
     check_allocation(session, account, body.capital)
-    now = now_ms()
-    deployment = Deployment(
-        org_id=principal.org_id,
+    deployment = add_deployment(
+        session,
+        principal,
         name=body.name,
-        runtime_id=f"{principal.org_slug}.{body.name}",
         bot_id=bot.id,  # type: ignore[arg-type]
-        account_id=account.id,  # type: ignore[arg-type]
-        release_id=release.id,  # type: ignore[arg-type]
+        account=account,
+        release=release,
         capital=body.capital,
         cancel_orders_on_heartbeat_loss=body.cancel_orders_on_heartbeat_loss,
-        desired=DesiredState.RUNNING if body.start else DesiredState.STOPPED,
-        status=RuntimeStatus.PENDING if body.start else RuntimeStatus.STOPPED,
-        status_ms=now,
-        created_by=principal.actor,
-        created_ms=now,
-        updated_ms=now,
-    )
-    session.add(deployment)
-    session.flush()
-    session.add(
-        DeploymentRelease(
-            deployment_id=deployment.id,  # type: ignore[arg-type]
-            release_id=release.id,  # type: ignore[arg-type]
-            ts_ms=now,
-            set_by=principal.actor,
-            action="deploy",
-        )
+        start=body.start,
     )
     principal.audit(
         session,
@@ -216,6 +199,53 @@ def create_deployment(
     _push_flag(session, context, deployment, principal)
     push_accounts(session, context, principal.org_id)
     return deployment_public(session, deployment, context.redis)
+
+
+def add_deployment(
+    session: Session,
+    principal: Principal,
+    *,
+    name: str,
+    bot_id: int,
+    account: Account,
+    release: Release,
+    capital: str,
+    cancel_orders_on_heartbeat_loss: bool,
+    start: bool,
+    canary: bool = False,
+) -> Deployment:
+    """Adds a deployment row of ``release`` on ``account`` (running if ``start``) and the first
+    entry of its release history; the caller audits and commits."""
+    now = now_ms()
+    deployment = Deployment(
+        org_id=principal.org_id,
+        name=name,
+        runtime_id=f"{principal.org_slug}.{name}",
+        bot_id=bot_id,
+        account_id=account.id,  # type: ignore[arg-type]
+        release_id=release.id,  # type: ignore[arg-type]
+        capital=capital,
+        cancel_orders_on_heartbeat_loss=cancel_orders_on_heartbeat_loss,
+        desired=DesiredState.RUNNING if start else DesiredState.STOPPED,
+        status=RuntimeStatus.PENDING if start else RuntimeStatus.STOPPED,
+        status_ms=now,
+        canary=canary,
+        created_by=principal.actor,
+        created_ms=now,
+        updated_ms=now,
+    )
+    session.add(deployment)
+    session.flush()
+    session.add(
+        DeploymentRelease(
+            deployment_id=deployment.id,  # type: ignore[arg-type]
+            release_id=release.id,  # type: ignore[arg-type]
+            ts_ms=now,
+            set_by=principal.actor,
+            action="deploy",
+        )
+    )
+    return deployment
 
 
 @router.get("/{name}", responses=responses(404))
