@@ -14,11 +14,12 @@ The intents are market orders as a bot runtime sends them (every field present, 
 included), 1,000 different ones cycled so that ids and values vary. Target (issue 5): near the
 bare msgspec decode, which the issue puts at ~0.5 us against ~2.3 us for pydantic.
 
-Run: .venv/bin/python bench/decode.py
+Run: .venv/bin/python bench/decode.py [--no-record]
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import typing
 import uuid
@@ -129,6 +130,12 @@ def _per_decode_us(decode: Callable[[bytes], object], raws: list[bytes]) -> floa
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog="example: .venv/bin/python bench/decode.py --no-record",
+    )
+    parser.add_argument("--no-record", action="store_true", help="print, do not record")
+    args = parser.parse_args()
     raws = intents(1000)
     # The three decode the same bytes into the same values: the comparison is like for like.
     sample = raws[0]
@@ -146,24 +153,27 @@ def main() -> None:
     coyote_us = _per_decode_us(protocol.decode_intent, raws)
     bare_us = _per_decode_us(bare.decode, raws)
     pydantic_us = _per_decode_us(PydanticNewOrder.model_validate_json, raws)
-    record(
-        [
-            measurement(
-                "executor.intent_decode_us",
-                coyote_us,
-                "us",
-                "bare msgspec decode of the same bytes into a plain struct (no validation)",
-                bare_us,
-            ),
-            measurement(
-                "executor.intent_decode_vs_pydantic_us",
-                coyote_us,
-                "us",
-                f"pydantic {pydantic.VERSION} model_validate_json, same shape and checks",
-                pydantic_us,
-            ),
-        ]
-    )
+    entries = [
+        measurement(
+            "executor.intent_decode_us",
+            coyote_us,
+            "us",
+            "bare msgspec decode of the same bytes into a plain struct (no validation)",
+            bare_us,
+        ),
+        measurement(
+            "executor.intent_decode_vs_pydantic_us",
+            coyote_us,
+            "us",
+            f"pydantic {pydantic.VERSION} model_validate_json, same shape and checks",
+            pydantic_us,
+        ),
+    ]
+    if args.no_record:
+        for entry in entries:
+            print(entry)
+    else:
+        record(entries)
 
 
 if __name__ == "__main__":

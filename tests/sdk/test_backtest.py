@@ -251,3 +251,15 @@ def test_the_live_risk_checks_refuse_orders_in_a_backtest_too() -> None:
         ("buy", Decimal(2)),
         ("sell", Decimal(2)),
     ]
+
+
+def test_a_bot_whose_class_name_is_no_valid_bot_id_backtests_under_a_cleaned_one() -> None:
+    # Intents check their ids when built; a class name is not always an id.
+    class _Stratégie(Scripted):
+        pass
+
+    strategy = _Stratégie({1: [("buy", ("ABC", 2), {})]})
+    result = run_backtest(strategy, BARS, config=BacktestConfig(cash=Decimal(1000)))
+
+    assert [f.side.value for f in result.fills] == ["buy"]
+    assert {r.bot_id for r in strategy.reports} == {"Strat-gie"}

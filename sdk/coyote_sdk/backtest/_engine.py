@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import heapq
 import logging
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from decimal import Decimal
@@ -183,7 +184,7 @@ class Backtest:
         called now and then on long runs."""
         bot, config = self.bot, self.config
         portfolio = Portfolio(config.cash)
-        ctx = _Context(bot.name, config.account_id, portfolio)
+        ctx = _Context(_bot_id(bot.name), config.account_id, portfolio)
         positions: dict[str, Decimal] = {}
         broker = SimulatedBroker(config.fill, positions)
         tracker = TradeTracker()
@@ -376,3 +377,10 @@ def run_backtest(
         [b for series in bars.values() for b in series] if isinstance(bars, Mapping) else bars
     )
     return Backtest(bot, flat, config=config).run()
+
+
+def _bot_id(name: str) -> str:
+    """The bot id a backtest's orders carry: the bot's class name, made a valid id if it is not
+    one (``_Stratégie`` trades as ``Strat-gie``). A deployed bot's id is its deployment's."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", name).lstrip("._-")[:64]
+    return cleaned or "bot"
