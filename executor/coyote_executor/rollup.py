@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from coyote_executor import bulk
 from coyote_executor.models import FillHour
 
 HOUR_MS = 3_600_000
@@ -175,6 +176,10 @@ def _plus(a: Totals, b: Totals) -> Totals:
     return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3])
 
 
+def _minus(a: Totals, b: Totals) -> Totals:
+    return (a[0] - b[0], a[1] - b[1], a[2] - b[2], a[3] - b[3])
+
+
 def _from_row(row: sa.RowMapping | Mapping[str, Any]) -> _Hour:
     hour = _Hour()
     for field in dataclasses.fields(_Hour):
@@ -200,16 +205,26 @@ def _stored_from(
     conn: sa.Connection, keys: list[BookKey], first: int
 ) -> tuple[dict[BookKey, dict[int, _Hour]], dict[BookKey, Totals]]:
     """The rows of the books ``keys`` from hour ``first`` on, and each book's running totals
-    before that hour (its last row before): two statements whatever the number of books."""
+    before that hour: one statement, and a second for books with no row at that hour yet,
+    whatever the number of books."""
     t = _TABLE
     book = sa.tuple_(t.c.account_id, t.c.bot_id, t.c.symbol)
     stored: dict[BookKey, dict[int, _Hour]] = {}
     for row in conn.execute(sa.select(t).where(book.in_(keys), t.c.hour_ms >= first)).mappings():
         stored.setdefault(_key_of(row), {})[row["hour_ms"]] = _from_row(row)
-    # Each book's last row before: an index seek per book (ORDER BY ... LIMIT 1), all in one
-    # UNION ALL; a GROUP BY with max() would read every earlier hour of every book.
+    # A book with a row for hour ``first`` (the usual case: the current hour, after its first
+    # fill) has its totals before that hour in the row: its running totals less its own sums.
     before: dict[BookKey, Totals] = {}
-    for at in range(0, len(keys), _SEEKS_PER_STATEMENT):
+    unknown = []
+    for key in keys:
+        hour = stored.get(key, {}).get(first)
+        if hour is None:
+            unknown.append(key)
+        else:
+            before[key] = _minus(hour.running(), hour.running_delta())
+    # The others' last row before: an index seek per book (ORDER BY ... LIMIT 1), all in one
+    # UNION ALL; a GROUP BY with max() would read every earlier hour of every book.
+    for at in range(0, len(unknown), _SEEKS_PER_STATEMENT):
         seeks = [
             sa.select(t.c.account_id, t.c.bot_id, t.c.symbol, *(t.c[name] for name in _RUNNING))
             .where(*_book_where(key), t.c.hour_ms < first)
@@ -217,7 +232,7 @@ def _stored_from(
             .limit(1)
             .subquery()
             .select()
-            for key in keys[at : at + _SEEKS_PER_STATEMENT]
+            for key in unknown[at : at + _SEEKS_PER_STATEMENT]
         ]
         for last in conn.execute(sa.union_all(*seeks) if len(seeks) > 1 else seeks[0]):
             before[_key_of(last)] = (
@@ -263,29 +278,14 @@ def roll_up(conn: sa.Connection, fills: Iterable[FillFacts]) -> None:
                 running = _plus(running, hour.running_delta())
                 hour.set_running(running)
                 (updates if hour_ms in stored else inserts).append(hour.row(key, hour_ms))
-    if inserts:
-        conn.execute(t.insert(), inserts)
-    if updates:
-        conn.execute(
-            t.update()
-            .where(
-                t.c.account_id == sa.bindparam("k_account"),
-                t.c.bot_id == sa.bindparam("k_bot"),
-                t.c.symbol == sa.bindparam("k_symbol"),
-                t.c.hour_ms == sa.bindparam("k_hour"),
-            )
-            .values({name: sa.bindparam(name) for name in (*_HOURLY, *_LAST, *_RUNNING)}),
-            [
-                {
-                    "k_account": row["account_id"],
-                    "k_bot": row["bot_id"],
-                    "k_symbol": row["symbol"],
-                    "k_hour": row["hour_ms"],
-                    **{name: row[name] for name in (*_HOURLY, *_LAST, *_RUNNING)},
-                }
-                for row in updates
-            ],
-        )
+    bulk.insert_rows(conn, t, inserts)
+    bulk.update_rows(
+        conn,
+        t,
+        ("account_id", "bot_id", "symbol", "hour_ms"),
+        (*_HOURLY, *_LAST, *_RUNNING),
+        updates,
+    )
 
 
 _LAST = ("last_ts_ms", "last_fill_id", "last_price")

@@ -9,6 +9,7 @@ committed.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import uuid
@@ -20,8 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlmodel import SQLModel
 
-from coyote_executor import rollup
+from coyote_executor import bulk, rollup
 from coyote_executor.models import (
+    RETIRED_INDEXES,
     TABLES,
     Balance,
     Fill,
@@ -77,6 +79,15 @@ class Changes:
 
     def update(self, order: LiveOrder) -> None:
         self.updated_orders[str(order.order_id)] = order
+
+    def frozen(self) -> Changes:
+        """These changes with copies of their orders: written later, by another task, they
+        are written as they are now, whatever happens to the live orders meanwhile."""
+        return dataclasses.replace(
+            self,
+            new_orders=[copy.copy(order) for order in self.new_orders],
+            updated_orders={key: copy.copy(order) for key, order in self.updated_orders.items()},
+        )
 
 
 IDLE_IN_TRANSACTION_MS = 10_000
@@ -158,6 +169,8 @@ class Store:
         SQLModel.metadata.create_all(self.engine, tables=tables)
         with self.engine.begin() as conn:
             _add_missing_columns(conn, tables)
+            for name in RETIRED_INDEXES:
+                conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
             # Indexes added since a table was created (create_all skips existing tables).
             for table in tables:
                 for index in table.indexes:
@@ -373,47 +386,45 @@ class Store:
         if not changes:
             return
         with self.engine.begin() as conn:
-            if changes.intents:
-                conn.execute(Intent.__table__.insert(), changes.intents)  # type: ignore[attr-defined]
-            if changes.new_orders:
-                conn.execute(
-                    Order.__table__.insert(),  # type: ignore[attr-defined]
-                    [_order_row(order) for order in changes.new_orders],
-                )
-            updated = [
-                o
-                for key, o in changes.updated_orders.items()
-                if key not in _ids(changes.new_orders)
-            ]
-            if updated:
-                table = Order.__table__  # type: ignore[attr-defined]
-                conn.execute(
-                    table.update()
-                    .where(table.c.order_id == sa.bindparam("key"))
-                    .values({name: sa.bindparam(name) for name in _MUTABLE}),
-                    [{"key": str(o.order_id), **_mutable(o)} for o in updated],
-                )
+            bulk.insert_rows(conn, Intent.__table__, changes.intents)  # type: ignore[attr-defined]
+            bulk.insert_rows(
+                conn,
+                Order.__table__,  # type: ignore[attr-defined]
+                [_order_row(order) for order in changes.new_orders],
+            )
+            new = _ids(changes.new_orders)
+            bulk.update_rows(
+                conn,
+                Order.__table__,  # type: ignore[attr-defined]
+                ("order_id",),
+                _MUTABLE,
+                [
+                    {"order_id": key, **_mutable(o)}
+                    for key, o in changes.updated_orders.items()
+                    if key not in new
+                ],
+            )
             if changes.fills:
                 self._book_fills(conn, changes.fills)
-            if changes.reports:
-                conn.execute(
-                    Report.__table__.insert(),  # type: ignore[attr-defined]
-                    [
-                        {
-                            "report_id": str(r.report_id),
-                            "intent_id": str(r.intent_id),
-                            "order_id": str(r.order_id),
-                            "account_id": r.account_id,
-                            "ts_ms": r.ts_ms,
-                            "exec_type": r.exec_type.value,
-                            "body": protocol.encode(r),
-                            "with_offsets": changes.with_offsets,
-                            "published": changes.with_offsets,
-                            "traceparent": changes.traceparents.get(r.report_id),
-                        }
-                        for r in changes.reports
-                    ],
-                )
+            bulk.insert_rows(
+                conn,
+                Report.__table__,  # type: ignore[attr-defined]
+                [
+                    {
+                        "report_id": str(r.report_id),
+                        "intent_id": str(r.intent_id),
+                        "order_id": str(r.order_id),
+                        "account_id": r.account_id,
+                        "ts_ms": r.ts_ms,
+                        "exec_type": r.exec_type.value,
+                        "body": protocol.encode(r),
+                        "with_offsets": changes.with_offsets,
+                        "published": changes.with_offsets,
+                        "traceparent": changes.traceparents.get(r.report_id),
+                    }
+                    for r in changes.reports
+                ],
+            )
 
     def _book_fills(self, conn: sa.Connection, fills: list[FillEvent]) -> None:
         positions = Position.__table__  # type: ignore[attr-defined]
@@ -466,39 +477,18 @@ class Store:
                     "realized_pnl": realized,
                 }
             )
-        conn.execute(Fill.__table__.insert(), rows)  # type: ignore[attr-defined]
+        bulk.insert_rows(conn, Fill.__table__, rows)  # type: ignore[attr-defined]
         rollup.roll_up(conn, [rollup.FillFacts.of_row(row) for row in rows])
-        inserts = [p.model_dump() for k, p in books.items() if k not in existing]
-        updates = [p.model_dump() for k, p in books.items() if k in existing]
-        if inserts:
-            conn.execute(positions.insert(), inserts)
-        if updates:
-            conn.execute(
-                positions.update()
-                .where(
-                    positions.c.account_id == sa.bindparam("k_account"),
-                    positions.c.bot_id == sa.bindparam("k_bot"),
-                    positions.c.symbol == sa.bindparam("k_symbol"),
-                )
-                .values(
-                    quantity=sa.bindparam("quantity"),
-                    average_price=sa.bindparam("average_price"),
-                    realized_pnl=sa.bindparam("realized_pnl"),
-                    updated_ms=sa.bindparam("updated_ms"),
-                ),
-                [
-                    {
-                        "k_account": u["account_id"],
-                        "k_bot": u["bot_id"],
-                        "k_symbol": u["symbol"],
-                        "quantity": u["quantity"],
-                        "average_price": u["average_price"],
-                        "realized_pnl": u["realized_pnl"],
-                        "updated_ms": u["updated_ms"],
-                    }
-                    for u in updates
-                ],
-            )
+        bulk.insert_rows(
+            conn, positions, [p.model_dump() for k, p in books.items() if k not in existing]
+        )
+        bulk.update_rows(
+            conn,
+            positions,
+            ("account_id", "bot_id", "symbol"),
+            ("quantity", "average_price", "realized_pnl", "updated_ms"),
+            [p.model_dump() for k, p in books.items() if k in existing],
+        )
         ledger = sa.tuple_(balances.c.account_id, balances.c.bot_id)
         current = {
             (row.account_id, row.bot_id): (row.cash, row.fees)
@@ -508,38 +498,32 @@ class Store:
                 ).where(ledger.in_(list(cash)))
             )
         }
-        new_balances = [
-            {"account_id": a, "bot_id": b, "cash": flow, "fees": fees, "updated_ms": ts}
-            for (a, b), (flow, fees, ts) in cash.items()
-            if (a, b) not in current
-        ]
-        if new_balances:
-            conn.execute(balances.insert(), new_balances)
-        changed_balances = [
-            {
-                "k_account": a,
-                "k_bot": b,
-                "cash": current[(a, b)][0] + flow,
-                "fees": current[(a, b)][1] + fees,
-                "updated_ms": ts,
-            }
-            for (a, b), (flow, fees, ts) in cash.items()
-            if (a, b) in current
-        ]
-        if changed_balances:
-            conn.execute(
-                balances.update()
-                .where(
-                    balances.c.account_id == sa.bindparam("k_account"),
-                    balances.c.bot_id == sa.bindparam("k_bot"),
-                )
-                .values(
-                    cash=sa.bindparam("cash"),
-                    fees=sa.bindparam("fees"),
-                    updated_ms=sa.bindparam("updated_ms"),
-                ),
-                changed_balances,
-            )
+        bulk.insert_rows(
+            conn,
+            balances,
+            [
+                {"account_id": a, "bot_id": b, "cash": flow, "fees": fees, "updated_ms": ts}
+                for (a, b), (flow, fees, ts) in cash.items()
+                if (a, b) not in current
+            ],
+        )
+        bulk.update_rows(
+            conn,
+            balances,
+            ("account_id", "bot_id"),
+            ("cash", "fees", "updated_ms"),
+            [
+                {
+                    "account_id": a,
+                    "bot_id": b,
+                    "cash": current[(a, b)][0] + flow,
+                    "fees": current[(a, b)][1] + fees,
+                    "updated_ms": ts,
+                }
+                for (a, b), (flow, fees, ts) in cash.items()
+                if (a, b) in current
+            ],
+        )
 
 
 def intent_row(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from coyote_executor import bulk
 from coyote_executor import store as store_module
+from coyote_executor.models import RETIRED_INDEXES, Balance, Report
 from coyote_executor.store import Store
 from coyote_sdk.config import Endpoints
 from tests.conftest import schema_engine
@@ -109,3 +112,125 @@ def _set_cash(store: Store, cash: str) -> None:
         conn.execute(
             sa.text("UPDATE balances SET cash = :cash WHERE account_id = 'a'"), {"cash": cash}
         )
+
+
+def test_rows_written_in_bulk_read_back_exactly_with_defaults_and_awkward_text(
+    database_url: str,
+) -> None:
+    # On PostgreSQL the rows go through COPY and one UPDATE of arrays; the text format's
+    # escapes (tabs, newlines, backslashes), NULLs, bytes and exact decimals must survive it.
+    store = Store(database_url)
+    store.create_schema()
+    reports = sa.Table("execution_reports", sa.MetaData(), autoload_with=store.engine)
+    balances = sa.Table("balances", sa.MetaData(), autoload_with=store.engine)
+    awkward = "t\tn\n \\N b\\ 'q' \"d\" é"  # fits the 36 characters of an id
+    body = bytes(range(256))
+    with store.engine.begin() as conn:
+        bulk.insert_rows(
+            conn,
+            Report.__table__,  # type: ignore[attr-defined]
+            [
+                {
+                    "report_id": f"r-{i}",
+                    "intent_id": awkward,
+                    "order_id": "o",
+                    "account_id": "paper-1",
+                    "ts_ms": 2**40 + i,
+                    "exec_type": "trade",
+                    "body": body,
+                    "published": i % 2 == 0,
+                    # with_offsets and traceparent left out: their defaults (True, NULL)
+                }
+                for i in range(3)
+            ],
+        )
+        bulk.insert_rows(
+            conn,
+            Balance.__table__,  # type: ignore[attr-defined]
+            [{"account_id": "paper-1", "bot_id": awkward, "cash": Decimal("-0.000000001")}],
+        )
+        bulk.update_rows(
+            conn,
+            Balance.__table__,  # type: ignore[attr-defined]
+            ("account_id", "bot_id"),
+            ("cash", "fees", "updated_ms"),
+            [
+                {
+                    "account_id": "paper-1",
+                    "bot_id": awkward,
+                    "cash": Decimal("123456789012345.123456789"),
+                    "fees": Decimal("0.1"),
+                    "updated_ms": 2**41,
+                }
+            ],
+        )
+        bulk.update_rows(
+            conn,
+            Report.__table__,  # type: ignore[attr-defined]
+            ("report_id",),
+            ("published", "traceparent"),
+            [{"report_id": "r-1", "published": True, "traceparent": None}],
+        )
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(reports).order_by(reports.c.report_id)).mappings().all()
+        (balance,) = conn.execute(sa.select(balances)).mappings().all()
+    assert [r["ts_ms"] for r in rows] == [2**40, 2**40 + 1, 2**40 + 2]
+    assert {r["intent_id"] for r in rows} == {awkward}
+    assert all(bytes(r["body"]) == body for r in rows)
+    assert [r["published"] for r in rows] == [True, True, True]
+    assert all(r["with_offsets"] in (True, 1) and r["traceparent"] is None for r in rows)
+    assert balance["bot_id"] == awkward
+    assert Decimal(balance["cash"]) == Decimal("123456789012345.123456789")
+    assert Decimal(balance["fees"]) == Decimal("0.1")
+    assert balance["updated_ms"] == 2**41
+    store.close()
+
+
+def test_indexes_no_longer_used_are_dropped_from_an_older_database(database_url: str) -> None:
+    store = Store(database_url)
+    store.create_schema()
+    with store.engine.begin() as conn:
+        # As an executor before the outbox's partial index left them.
+        conn.execute(
+            sa.text(
+                "CREATE INDEX ix_execution_reports_unpublished ON execution_reports (published)"
+            )
+        )
+        conn.execute(
+            sa.text("CREATE INDEX ix_execution_reports_order_id ON execution_reports (order_id)")
+        )
+
+    store.create_schema()
+
+    names = {i["name"] for i in sa.inspect(store.engine).get_indexes("execution_reports")}
+    assert "ix_execution_reports_pending" in names
+    assert not names & set(RETIRED_INDEXES)
+    assert store.unpublished_reports() == []
+    store.close()
+
+
+def test_bulk_writes_fail_as_sqlalchemy_errors_the_executor_tells_apart(
+    database_url: str,
+) -> None:
+    # The executor retries outages (OperationalError, or a connection invalidated) and treats
+    # rows already written by another instance (IntegrityError) as a sign it is a zombie.
+    store = Store(database_url)
+    store.create_schema()
+    row = {"account_id": "paper-1", "bot_id": "bot-a", "cash": Decimal(1)}
+    balances = Balance.__table__  # type: ignore[attr-defined]
+    with store.engine.begin() as conn:
+        bulk.insert_rows(conn, balances, [row])
+    with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:
+        bulk.insert_rows(conn, balances, [row])
+    if store.engine.dialect.name == "postgresql":
+        conn = store.engine.connect()
+        pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        with store.engine.connect() as other:
+            other.execute(sa.text(f"SELECT pg_terminate_backend({pid})"))
+        with pytest.raises(sa.exc.DBAPIError) as lost:
+            bulk.update_rows(conn, balances, ("account_id", "bot_id"), ("cash",), [row])
+        conn.close()
+        assert isinstance(lost.value, sa.exc.OperationalError) or lost.value.connection_invalidated
+        with store.engine.connect() as conn:  # the pool gives a live connection again
+            assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1
+    store.close()
