@@ -26,7 +26,7 @@ import dataclasses
 import inspect
 import logging
 import random
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from decimal import Decimal
 
 import msgspec
@@ -258,10 +258,7 @@ class PaperBroker(Broker):
         if self._random.random() < max(f.error_rate for f in faults):
             raise BrokerUnavailable("paper venue: server error before the orders were taken")
         async with self._lock, _venue_reachable("submit"):
-            pipe = self._client.pipeline(transaction=False)
-            for order in orders:
-                pipe.hget(_key(order.account_id, "orders"), order.client_order_id)
-            existing = await pipe.execute()
+            existing = await self._stored(orders)
             fresh = [o for o, blob in zip(orders, existing, strict=True) if blob is None]
             latency = max((self._accounts[o.account_id].latency_ms for o in fresh), default=0)
             if latency:
@@ -278,16 +275,20 @@ class PaperBroker(Broker):
             states: list[BrokerOrderState] = []
             seen: dict[str, _PaperOrder] = {}
             for order, blob in zip(orders, existing, strict=True):
-                if blob is not None or order.client_order_id in seen:
-                    pipe.hincrby(self.submissions_key(order.account_id), order.client_order_id, 1)
-                    known = seen.get(order.client_order_id) or _decode(blob)
+                known = seen.get(order.client_order_id)
+                if known is None and blob is not None:
+                    known = _decode(blob)
+                if known is not None:  # at the venue already: its state, nothing new
                     states.append(known.state())
                     continue
                 settings = self._accounts[order.account_id]
                 paper = self._accept(order, settings, prices[settings.venue].get(order.symbol), now)
                 seen[order.client_order_id] = paper
-                self._queue_save(pipe, paper, submission=True)
                 states.append(paper.state())
+            self._queue_saves(pipe, seen.values(), fresh=True)
+            # Every submission is counted, a repeated one too (after the first's count is set).
+            for order in orders:
+                pipe.hincrby(self.submissions_key(order.account_id), order.client_order_id, 1)
             try:
                 await pipe.execute()
             except BaseException:
@@ -526,21 +527,45 @@ class PaperBroker(Broker):
             raise UnknownOrder(f"no paper order {client_order_id} on account {account_id}")
         return _decode(blob)
 
+    async def _stored(self, orders: Sequence[BrokerOrder]) -> list[bytes | None]:
+        """Each order's record at the venue, if it has one: one ``HMGET`` per account."""
+        ids: dict[str, list[str]] = {}
+        for order in orders:
+            ids.setdefault(order.account_id, []).append(order.client_order_id)
+        pipe = self._client.pipeline(transaction=False)
+        for account_id, client_ids in ids.items():
+            pipe.hmget(_key(account_id, "orders"), client_ids)
+        found: dict[tuple[str, str], bytes | None] = {}
+        for (account_id, client_ids), blobs in zip(ids.items(), await pipe.execute(), strict=True):
+            found.update(((account_id, i), blob) for i, blob in zip(client_ids, blobs, strict=True))
+        return [found[(order.account_id, order.client_order_id)] for order in orders]
+
     async def _save(self, paper: _PaperOrder) -> None:
         pipe = self._client.pipeline(transaction=True)
-        self._queue_save(pipe, paper)
+        self._queue_saves(pipe, [paper])
         await pipe.execute()
 
-    def _queue_save(
-        self, pipe: aioredis.client.Pipeline, paper: _PaperOrder, *, submission: bool = False
+    def _queue_saves(
+        self, pipe: aioredis.client.Pipeline, papers: Iterable[_PaperOrder], *, fresh: bool = False
     ) -> None:
-        account_id, client_id = paper.account_id, paper.client_order_id
-        pipe.hset(_key(account_id, "orders"), client_id, _encode(paper))
-        if submission:
-            pipe.hincrby(self.submissions_key(account_id), client_id, 1)
-        if paper.status.is_terminal:
-            pipe.srem(_key(account_id, "open"), client_id)
-            self._open[account_id].pop(client_id, None)
-        else:
-            pipe.sadd(_key(account_id, "open"), client_id)
-            self._open[account_id][client_id] = paper
+        """Queues the orders' records and the account's set of open orders, a command or two
+        per account. ``fresh`` orders were never saved (so never in the open set)."""
+        records: dict[str, dict[str, bytes]] = {}
+        opened: dict[str, list[str]] = {}
+        closed: dict[str, list[str]] = {}
+        for paper in papers:
+            account_id, client_id = paper.account_id, paper.client_order_id
+            records.setdefault(account_id, {})[client_id] = _encode(paper)
+            if paper.status.is_terminal:
+                if not fresh:
+                    closed.setdefault(account_id, []).append(client_id)
+                self._open[account_id].pop(client_id, None)
+            else:
+                opened.setdefault(account_id, []).append(client_id)
+                self._open[account_id][client_id] = paper
+        for account_id, mapping in records.items():
+            pipe.hset(_key(account_id, "orders"), mapping=mapping)  # type: ignore[arg-type]
+        for account_id, client_ids in closed.items():
+            pipe.srem(_key(account_id, "open"), *client_ids)
+        for account_id, client_ids in opened.items():
+            pipe.sadd(_key(account_id, "open"), *client_ids)
