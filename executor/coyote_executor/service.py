@@ -14,7 +14,13 @@ One step of the loop takes a batch of intent records and:
 6. records what the brokers answered: statuses, fills, positions, reports (one transaction);
 7. publishes the reports and commits the records' offsets in **one Kafka transaction**.
 
-A crash anywhere leaves one of three pictures, each repaired on restart: nothing recorded (the
+Steps 6 and 7 are the step's *tail*: it runs beside the next step's first five (whose writes are
+new rows only: intents and orders), which then waits for it before its own tail begins. Anything
+else that writes to the database, publishes or reads what a tail writes (reconciliation, broker
+updates, taking accounts on, a rebalance) waits for the tail first (:meth:`Executor._after_tail`).
+
+A crash anywhere leaves one of three pictures for each step, each repaired on restart (two steps
+may be caught at once, the older in its tail): nothing recorded (the
 records are consumed again and decided afresh); decisions recorded but the outcome not (the
 records come again, are recognised, and the ``pending_new`` orders are looked up at the broker by
 their client order id — sent only if the broker never saw them); everything recorded but not
@@ -31,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import logging
@@ -118,6 +125,10 @@ first proves it was not fenced meanwhile (half the consumer group's 10 s session
 _CIRCUIT_PROBE_S = 1.0
 """How often reconciliation asks the broker of an account halted by its broker circuit (or not
 yet reconciled) whether it is back."""
+
+
+_IN_TAIL = contextvars.ContextVar("coyote_executor_in_tail", default=False)
+"""Whether the running task is a step's tail (:meth:`Executor._finish`)."""
 
 
 class Fenced(RuntimeError):
@@ -290,6 +301,9 @@ class Executor:
         self._assigned: set[TopicPartition] | None = None
         self._stepping = asyncio.Lock()
         """Held by a step's work (not its poll) and by a revocation, which waits for it."""
+        self._tail: asyncio.Task[None] | None = None
+        """The last step's tail (its outcome recorded, its reports and offsets published),
+        running beside the next step: see :meth:`_after_tail`."""
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._last_reconcile = 0.0
@@ -315,8 +329,9 @@ class Executor:
         self.health = ExecutorHealth()
         """What the loop says about itself, for the health endpoints (:mod:`.health`)."""
         self.between_steps: list[Callable[[asyncio.Event], Awaitable[None]]] = []
-        """Called before each step, when nothing is in flight: where accounts and limits from
-        the control plane are applied (:mod:`.remote_accounts`)."""
+        """Called before each step, outside its work (the last step's tail may still be
+        running; what writes or reads the records waits for it): where accounts and limits
+        from the control plane are applied (:mod:`.remote_accounts`)."""
         self.config_halts: dict[str, str] = {}
         """Accounts halted because their configuration is missing or invalid, with why."""
 
@@ -363,8 +378,10 @@ class Executor:
                     await hook(stop)
                 await self._step(stop)
                 self.health.stepped()
+            await self._after_tail()  # the last step's outcome, published before stopping
         finally:
             self.health.stopping = True
+            await self._settle_tail()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
@@ -532,7 +549,10 @@ class Executor:
             decoded.append((intent, record.value, (record.partition, record.offset)))
         # Ids decided by this process are answered from memory; the database knows the rest.
         candidates = [str(i.intent_id) for i, _, _ in decoded if i.intent_id not in self._recent]
-        known = await self._durably(lambda: self._store.known_intents(candidates), stop)
+        # Beside the last step's tail, which writes no intent.
+        known = await self._durably(
+            lambda: self._store.known_intents(candidates), stop, beside_tail=True
+        )
         fresh: list[tuple[OrderIntent, bytes, tuple[int, int]]] = []
         redelivered: list[str] = []
         for intent, raw, source in decoded:
@@ -552,8 +572,8 @@ class Executor:
                 traces.skipped(spans[source], "duplicate")
                 log.info("duplicate intent %s ignored (first seen at %s)", key, known[key])
         if redelivered:
-            recorded = await self._durably(
-                lambda: self._store.reports_of_intents(redelivered), stop
+            recorded = await self._durably(  # reports of a step before this process
+                lambda: self._store.reports_of_intents(redelivered), stop, beside_tail=True
             )
             for account_id, body, traceparent in recorded:
                 step.publish.append(
@@ -579,16 +599,35 @@ class Executor:
             self._decide(step, intent, raw, now)
             self._recent.add(intent.intent_id)
         step.span, step.traceparent = INVALID_SPAN, None
-        await self._record(step.changes, stop)
+        # New intents and orders only: beside the last step's tail, which updates older ones.
+        await self._record(step.changes, stop, beside_tail=True)
         traces.event((self._step_spans[i.intent_id] for i, _ in step.actions), "order.recorded")
         failpoint("decided")
         await self._unless_fenced(stop)  # before the broker sees the successor's orders again
+        self._raise_if_tail_failed()  # a fenced instance (say) must send nothing more
         outcome = Changes()
         await self._send(step, outcome, now)
         failpoint("sent")
+        self._note_reject_rates(fresh, [*step.changes.reports, *outcome.reports])
+        self._step_spans.clear()
+        # One tail at a time, in order; and a step waiting for the last one gathers what
+        # arrives meanwhile into the next step, as a step without a tail would.
+        await self._after_tail()
+        # The orders go on changing (the next step's cancels, the broker's updates) while the
+        # tail writes them: it writes them as they are now.
+        self._tail = asyncio.create_task(
+            self._finish(step, outcome.frozen(), offsets, stop), name="coyote-executor-tail"
+        )
+        self._tail.add_done_callback(_consume_outcome)
+
+    async def _finish(
+        self, step: _Step, outcome: Changes, offsets: dict[TopicPartition, int], stop: asyncio.Event
+    ) -> None:
+        """A step's tail: records what the brokers answered, then publishes the step's reports
+        and commits its offsets."""
+        _IN_TAIL.set(True)  # in this task's own context
         await self._record(outcome, stop)
         failpoint("recorded")
-        self._note_reject_rates(fresh, [*step.changes.reports, *outcome.reports])
         for report in outcome.reports:
             step.publish.append(
                 (
@@ -599,9 +638,41 @@ class Executor:
                 )
             )
         await self._publish(step.publish, offsets, stop)
-        self._step_spans.clear()
         for span in step.spans:
             span.end()
+
+    async def _after_tail(self) -> None:
+        """Waits for the last step's tail, raising what it raised. Called by what writes or
+        reads the records (but the next step's decisions) and by what publishes, so that the
+        tail's outcome and offsets come first; not by the tail itself."""
+        tail = self._tail
+        if tail is None or _IN_TAIL.get():
+            return
+        # Shielded: a caller cancelled (a revocation's coordinator, say) leaves the tail to
+        # finish; only the executor's own stop ends it (_settle_tail).
+        await asyncio.shield(tail)
+
+    def _raise_if_tail_failed(self) -> None:
+        tail = self._tail
+        if tail is not None and tail.done() and not tail.cancelled():
+            error = tail.exception()
+            if error is not None:
+                raise error
+
+    async def _settle_tail(self) -> None:
+        """When the loop ends on an error: lets the last tail finish still (its step was sent:
+        its outcome is recorded and published now rather than recovered at the next start),
+        unless the executor is cancelled."""
+        tail = self._tail
+        if tail is None or tail.done():
+            return
+        try:
+            await asyncio.shield(tail)
+        except asyncio.CancelledError:
+            tail.cancel()
+            raise
+        except Exception:  # the loop's own error, being raised, is the one that counts
+            log.exception("the last step's tail failed as the executor stopped on an error")
 
     def _decide(self, step: _Step, intent: OrderIntent, raw: bytes, now: int) -> None:
         account = self._accounts.get(intent.account_id)
@@ -1077,6 +1148,8 @@ class Executor:
         first time already exist."""
         if not assigned or self._consumer is None:
             return
+        # The tail's offsets first: read before it commits, the old ones would move back.
+        await self._after_tail()
         # The committed offsets, committed again: a no-op for the group, whatever was consumed
         # since (never the positions, which may run ahead of what has been answered).
         committed = {tp: await self._consumer.committed(tp) for tp in assigned}
@@ -1574,6 +1647,7 @@ class Executor:
         assert self._producer is not None
         if not messages and not offsets:
             return
+        await self._after_tail()  # one transaction at a time, the tail's first
         delay = 0.1
         renewed = False
         while True:
@@ -1650,15 +1724,22 @@ class Executor:
                 return False
         return True
 
-    async def _record(self, changes: Changes, stop: asyncio.Event) -> None:
+    async def _record(
+        self, changes: Changes, stop: asyncio.Event, *, beside_tail: bool = False
+    ) -> None:
         """Writes ``changes`` in one transaction (see :meth:`Store.apply`), counting their
         reports for the metrics."""
         self.health.reported(changes.reports)
-        await self._durably(lambda: self._store.apply(changes), stop)
+        await self._durably(lambda: self._store.apply(changes), stop, beside_tail=beside_tail)
 
-    async def _durably(self, call: Callable[[], _T], stop: asyncio.Event) -> _T:
+    async def _durably(
+        self, call: Callable[[], _T], stop: asyncio.Event, *, beside_tail: bool = False
+    ) -> _T:
         """Runs a database call in a worker thread, waiting out database outages: while the
-        database is down the executor consumes and sends nothing."""
+        database is down the executor consumes and sends nothing. After the last step's tail
+        unless ``beside_tail`` (a call that neither reads nor writes what a tail writes)."""
+        if not beside_tail:
+            await self._after_tail()
         delay = 0.2
         while True:
             try:
@@ -1681,10 +1762,13 @@ class Executor:
                 log.error(
                     "database unavailable (%s); holding for %.1fs", exc.__class__.__name__, delay
                 )
-                with contextlib.suppress(OperationalError, DBAPIError):  # it may be down
-                    ended = await asyncio.to_thread(self._store.end_stale_transactions)
-                    if ended:
-                        log.warning("ended the stale transactions of executor sessions %s", ended)
+                if _waited_for_a_lock(exc):  # held, maybe, by a frozen executor's transaction
+                    with contextlib.suppress(OperationalError, DBAPIError):
+                        ended = await asyncio.to_thread(self._store.end_stale_transactions)
+                        if ended:
+                            log.warning(
+                                "ended the stale transactions of executor sessions %s", ended
+                            )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 await self._check_not_fenced(self._owned_partitions(), stop)
@@ -1733,6 +1817,7 @@ class _Rebalance(ConsumerRebalanceListener):
         # rebuilds the state from the database, as this executor does when its new assignment
         # arrives. The lock is free when the poll itself runs the rebalance.
         async with self._executor._stepping:
+            await self._executor._after_tail()
             log.info("partitions revoked: %s", sorted(p.partition for p in revoked))
             self._executor.health.revoked()
             for broker in {id(b): b for b in self._executor._brokers.values()}.values():
@@ -1743,6 +1828,11 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 _TRACE_HEADER_NAMES = (protocol.TRACEPARENT_HEADER, protocol.TRACESTATE_HEADER)
+
+
+def _waited_for_a_lock(error: DBAPIError) -> bool:
+    """Whether a statement failed on the executor's lock time-out (SQLSTATE 55P03)."""
+    return getattr(error.orig, "sqlstate", None) == "55P03"
 
 
 def _trace_headers(traceparent: str | None) -> list[tuple[str, bytes]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from coyote_executor import bulk
+from coyote_executor import bulk, service
 from coyote_executor import store as store_module
 from coyote_executor.models import RETIRED_INDEXES, Balance, Report
 from coyote_executor.store import Store
@@ -90,8 +90,10 @@ def test_a_frozen_executors_transaction_is_ended_and_its_row_locks_freed(
             conn.execute(sa.text("SELECT 1"))
         held[0].execute(sa.text("UPDATE balances SET cash = '1' WHERE account_id = 'a'"))
 
-        with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+        with pytest.raises(sa.exc.OperationalError, match="lock timeout") as waited:
             _set_cash(successor, "2")  # waits LOCK_TIMEOUT_MS for the zombie's lock
+        # What makes the executor look for stale transactions (not any outage).
+        assert service._waited_for_a_lock(waited.value)
         assert successor.end_stale_transactions() == []  # not open long enough yet
         monkeypatch.setattr(store_module, "STALE_TRANSACTION_S", 0)
         ended = successor.end_stale_transactions()
