@@ -4,7 +4,9 @@ A step writes some six rows an intent (the intent, its order, the order's new st
 reports). Through SQLAlchemy's ``executemany`` each row pays the statement's parameter
 processing in Python and an ``INSERT``/``UPDATE`` executed on the server; on PostgreSQL these
 helpers send the rows with ``COPY`` (inserts) and as arrays to one ``UPDATE … FROM unnest(…)``
-(updates), in the caller's transaction. SQLite, embedded and local, keeps ``executemany``.
+(updates), in the caller's transaction, and read rows by many keys as a join with arrays of
+keys, one statement text whatever their number (so its plan is prepared once). SQLite, embedded
+and local, keeps ``executemany`` and row-value ``IN``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import psycopg
 import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import ARRAY
 
 
 def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -64,6 +67,39 @@ def update_rows(
     statement, arrays = _update_statement(table, tuple(keys), tuple(values))
     with _driver_cursor(conn, f"UPDATE {table.name}") as cursor:
         cursor.execute(statement, [[row[name] for row in rows] for name in arrays])
+
+
+def select_rows(
+    conn: sa.Connection,
+    table: sa.Table,
+    keys: Sequence[str],
+    values: Sequence[tuple[Any, ...]],
+    *where: sa.ColumnElement[bool],
+    columns: Sequence[sa.ColumnElement[Any]] | None = None,
+) -> sa.CursorResult[Any]:
+    """The rows of ``table`` (``columns`` of them, all by default) whose columns ``keys`` equal
+    one of ``values`` (tuples in the order of ``keys``) and that meet ``where``."""
+    query = sa.select(*(columns if columns is not None else table.columns))
+    if conn.dialect.name != "postgresql":
+        match = sa.tuple_(*(table.c[key] for key in keys)).in_(list(values))
+        return conn.execute(query.where(match, *where))
+    wanted = (
+        sa.func.unnest(
+            *(
+                sa.bindparam(
+                    f"k_{key}", [value[i] for value in values], type_=ARRAY(table.c[key].type)
+                )
+                for i, key in enumerate(keys)
+            )
+        )
+        .table_valued(*keys, name="wanted")
+        .render_derived()
+    )
+    return conn.execute(
+        query.join_from(
+            table, wanted, sa.and_(*(table.c[key] == wanted.c[key] for key in keys))
+        ).where(*where)
+    )
 
 
 @contextlib.contextmanager

@@ -208,9 +208,9 @@ def _stored_from(
     before that hour: one statement, and a second for books with no row at that hour yet,
     whatever the number of books."""
     t = _TABLE
-    book = sa.tuple_(t.c.account_id, t.c.bot_id, t.c.symbol)
     stored: dict[BookKey, dict[int, _Hour]] = {}
-    for row in conn.execute(sa.select(t).where(book.in_(keys), t.c.hour_ms >= first)).mappings():
+    rows = bulk.select_rows(conn, t, ("account_id", "bot_id", "symbol"), keys, t.c.hour_ms >= first)
+    for row in rows.mappings():
         stored.setdefault(_key_of(row), {})[row["hour_ms"]] = _from_row(row)
     # A book with a row for hour ``first`` (the usual case: the current hour, after its first
     # fill) has its totals before that hour in the row: its running totals less its own sums.

@@ -433,8 +433,8 @@ class Store:
             (f.order.intent.account_id, f.order.intent.bot_id, f.order.intent.symbol) for f in fills
         }
         books: dict[tuple[str, str, str], Position] = {}
-        book_of = sa.tuple_(positions.c.account_id, positions.c.bot_id, positions.c.symbol)
-        for row in conn.execute(sa.select(positions).where(book_of.in_(list(keys)))).mappings():
+        stored = bulk.select_rows(conn, positions, ("account_id", "bot_id", "symbol"), list(keys))
+        for row in stored.mappings():
             books[(row["account_id"], row["bot_id"], row["symbol"])] = Position.model_validate(
                 dict(row)
             )
@@ -489,13 +489,14 @@ class Store:
             ("quantity", "average_price", "realized_pnl", "updated_ms"),
             [p.model_dump() for k, p in books.items() if k in existing],
         )
-        ledger = sa.tuple_(balances.c.account_id, balances.c.bot_id)
         current = {
             (row.account_id, row.bot_id): (row.cash, row.fees)
-            for row in conn.execute(
-                sa.select(
-                    balances.c.account_id, balances.c.bot_id, balances.c.cash, balances.c.fees
-                ).where(ledger.in_(list(cash)))
+            for row in bulk.select_rows(
+                conn,
+                balances,
+                ("account_id", "bot_id"),
+                list(cash),
+                columns=[balances.c[name] for name in ("account_id", "bot_id", "cash", "fees")],
             )
         }
         bulk.insert_rows(
