@@ -168,6 +168,7 @@ def account_document(
             if account.fill_model is not None and account.broker is Broker.PAPER
             else None
         ),
+        broker_options=dict(account.broker_options) if account.broker is not Broker.PAPER else {},
         deployments={
             d.runtime_id: Decimal(d.capital) for d in sorted(deployments, key=lambda d: d.name)
         },

@@ -254,6 +254,17 @@ class AccountBase(SQLModel):
             "with no fee."
         ),
     )
+    broker_options: dict[str, str] = Field(
+        default_factory=dict,
+        sa_type=sa.JSON,
+        sa_column_kwargs={"server_default": "{}"},
+        description=(
+            "A real broker's adapter options, as the protocol's BROKER_OPTIONS defines them: "
+            "alpaca: environment (paper | live); oanda: environment (practice | live), "
+            "oanda_account_id. Empty: the broker's sandbox. Paper accounts take none. Never "
+            "credentials: those stay in Vault."
+        ),
+    )
 
 
 class AccountCreate(AccountBase):

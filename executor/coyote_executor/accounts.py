@@ -1,13 +1,13 @@
 """Trading accounts as the executor knows them: broker, market data venue, risk limits.
 
-Accounts come from a TOML file (``COYOTE_EXECUTOR_ACCOUNTS_FILE``) until the control plane
-serves them::
+Accounts come from a TOML file (``COYOTE_EXECUTOR_ACCOUNTS_FILE``), or from the control plane's
+account documents (``COYOTE_EXECUTOR_ACCOUNTS_SOURCE=control-plane``, see
+:mod:`coyote_executor.remote_accounts`)::
 
     [accounts.paper-demo]
     broker = "paper"                      # paper | alpaca | oanda
     venue = "demo-fx"                     # market data venue of its prices
     currency = "USD"
-    credentials = "coyote/accounts/live-1"  # Vault KV v2 path (real brokers only)
 
     [accounts.paper-demo.paper]           # paper broker fill model (optional)
     slippage_bps = "1"
@@ -16,6 +16,15 @@ serves them::
     [accounts.paper-demo.risk]            # the limits, as in docs/risk.md
     [accounts.paper-demo.risk.instruments.EURUSD]
     tick_size = "0.00001"
+
+    [accounts.fx-live]
+    broker = "oanda"
+    venue = "oanda-fx"
+    credentials = "coyote/accounts/oanda-live"  # Vault KV v2 path (real brokers only)
+
+    [accounts.fx-live.options]            # a real broker's adapter options (optional), those
+    environment = "live"                  # coyote_sdk.protocol.BROKER_OPTIONS lists for it
+    oanda_account_id = "101-004-1435156-001"
 
 Every error names the account and the field at fault.
 """
@@ -31,6 +40,7 @@ from typing import Any
 
 from coyote_executor.brokers.paper import PaperSettings
 from coyote_risk import RiskConfig, risk_config_from_mapping
+from coyote_sdk.protocol import check_broker_options
 
 BROKERS = ("paper", "alpaca", "oanda")
 
@@ -46,7 +56,8 @@ class AccountConfig:
         currency: The account's base currency.
         credentials: The Vault KV v2 path of the broker credentials (never the secret itself).
         paper: The paper broker's fill model, for paper accounts.
-        options: Adapter options of a real broker (``environment``, ``oanda_account_id``).
+        options: Adapter options of a real broker (``environment``, ``oanda_account_id``),
+            those ``coyote_sdk.protocol.BROKER_OPTIONS`` lists for it; never credentials.
         risk: The account's limits.
     """
 
@@ -123,6 +134,10 @@ def _account(account_id: str, spec: Any) -> AccountConfig:
     options = spec.get("options", {})
     if not isinstance(options, Mapping):
         raise ValueError(f"{where}.options must be a table")
+    try:
+        check_broker_options(broker, options)
+    except ValueError as exc:
+        raise ValueError(f"{where}.options.{exc}") from None
     return AccountConfig(
         account_id=account_id,
         broker=broker,

@@ -7,8 +7,9 @@ import json
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
+import redis
 import redis.asyncio as aioredis
 import typer
 from redis.asyncio.retry import Retry
@@ -18,10 +19,11 @@ from coyote_executor.accounts import load_accounts
 from coyote_executor.brokers import build_brokers
 from coyote_executor.config import Settings
 from coyote_executor.health import health_server
-from coyote_executor.remote_accounts import RemoteAccounts
+from coyote_executor.remote_accounts import RemoteAccounts, read_accounts
 from coyote_executor.service import Executor, ExecutorOptions
 from coyote_executor.store import Store
 from coyote_sdk.logs import configure_logging
+from coyote_sdk.protocol import ACCOUNTS_KEY
 from coyote_sdk.tracing import configure_tracing
 from coyote_sdk.vault import vault_client
 
@@ -32,13 +34,54 @@ app = typer.Typer(
 log = logging.getLogger("coyote.executor")
 
 AccountsOpt = Annotated[
-    Path | None, typer.Option("--accounts", help="Accounts file (default: settings).")
+    Path | None,
+    typer.Option(
+        "--accounts", help="Accounts file (default: settings, COYOTE_EXECUTOR_ACCOUNTS_FILE)."
+    ),
 ]
+AccountsSourceOpt = Annotated[
+    Literal["file", "control-plane"] | None,
+    typer.Option(
+        "--accounts-source",
+        help="Where the accounts come from: the accounts file, or the account documents the "
+        "control plane writes to Redis (default: settings, COYOTE_EXECUTOR_ACCOUNTS_SOURCE, "
+        "itself 'file' by default).",
+    ),
+]
+AccountsMatchOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--accounts-match",
+        help="With the control plane as source: the account ids served, a glob such as "
+        "'acme.*' (default: settings, COYOTE_EXECUTOR_ACCOUNTS_MATCH, itself '*').",
+    ),
+]
+
+
+def _settings(
+    accounts: Path | None,
+    source: Literal["file", "control-plane"] | None,
+    match: str | None,
+    **others: Any,
+) -> Settings:
+    """The settings, with the options given on the command line (those not None) over the
+    environment's. The source decides: an accounts file given while the accounts come from the
+    control plane is not read (the Helm chart always passes one; an environment variable
+    switches the source)."""
+    given: dict[str, Any] = {
+        "accounts_file": accounts,
+        "accounts_source": source,
+        "accounts_match": match,
+    }
+    # The settings are frozen: what the command line sets is given when they are made.
+    return Settings(**{k: v for k, v in (given | others).items() if v is not None})
 
 
 @app.command()
 def run(
     accounts: AccountsOpt = None,
+    accounts_source: AccountsSourceOpt = None,
+    accounts_match: AccountsMatchOpt = None,
     instance: Annotated[
         str | None, typer.Option(help="Stable instance name (default: the host name).")
     ] = None,
@@ -46,13 +89,11 @@ def run(
     """Consume intents until interrupted.
 
     Example: COYOTE_EXECUTOR_DATABASE_URL=postgresql://... coyote-executor run --accounts a.toml
+
+    Example: coyote-executor run --accounts-source control-plane --accounts-match 'acme.*'
     """
     configure_logging()
-    settings = Settings()
-    if accounts is not None:
-        settings.accounts_file = accounts
-    if instance is not None:
-        settings.instance_id = instance
+    settings = _settings(accounts, accounts_source, accounts_match, instance_id=instance)
     log.info("effective configuration:\n%s", settings.describe())
     try:
         # Spans are exported only when the OTEL_* variables ask (docs/executor.md#traces).
@@ -66,13 +107,40 @@ def run(
 
 
 @app.command()
-def verify(accounts: AccountsOpt = None, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Recompute every position from its fills and report mismatches (exit 1 if any)."""
-    settings = Settings()
-    configs = load_accounts(accounts or settings.accounts_file)
+def verify(
+    accounts: AccountsOpt = None,
+    accounts_source: AccountsSourceOpt = None,
+    accounts_match: AccountsMatchOpt = None,
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON object: each account id with its list of mismatches."
+    ),
+) -> None:
+    """Recompute every position from its fills and report mismatches (exit 1 if any, 2 if the
+    accounts cannot be read).
+
+    The accounts are those `run` serves with the same settings: the accounts file, or the
+    control plane's account documents in Redis that --accounts-match selects (an account whose
+    document is invalid is verified all the same, with a warning; --accounts is not read then).
+
+    Example: coyote-executor verify --accounts examples/accounts.toml
+
+    Example: coyote-executor verify --accounts-source control-plane --accounts-match 'acme.*'
+    """
+    settings = _settings(accounts, accounts_source, accounts_match)
+    if accounts is not None and settings.accounts_source != "file":
+        typer.echo(
+            f"note: {accounts} is not read: the accounts come from the control plane "
+            "(--accounts-source file reads the file)",
+            err=True,
+        )
+    try:
+        account_ids = _accounts_to_verify(settings)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     store = Store(settings.database_url)
     store.create_schema()
-    problems = {a: store.verify_positions(a) for a in configs}
+    problems = {a: store.verify_positions(a) for a in account_ids}
     if as_json:
         typer.echo(json.dumps(problems))
     else:
@@ -80,6 +148,41 @@ def verify(accounts: AccountsOpt = None, as_json: bool = typer.Option(False, "--
             typer.echo(f"{account_id}: {'ok' if not found else '; '.join(found)}")
     if any(problems.values()):
         raise typer.Exit(1)
+
+
+def _accounts_to_verify(settings: Settings) -> list[str]:
+    """The ids of the accounts ``settings`` serve, from the accounts file or from the control
+    plane's documents in Redis.
+
+    Raises:
+        ValueError: the file is wrong, Redis cannot be read or holds no document of the
+            accounts.
+    """
+    if settings.accounts_source == "file":
+        return list(load_accounts(settings.accounts_file))
+    client = redis.Redis.from_url(
+        settings.stack.endpoints().redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+    )
+    try:
+        found, refused = read_accounts(client, match=settings.accounts_match)
+    except redis.RedisError as exc:
+        raise ValueError(f"the account documents in Redis could not be read: {exc}") from exc
+    finally:
+        client.close()
+    for account_id, why in refused.items():
+        typer.echo(
+            f"warning: account {account_id}'s document is invalid ({why}); its positions are "
+            "verified all the same",
+            err=True,
+        )
+    if not found and not refused:
+        raise ValueError(
+            f"no account document in Redis (hash {ACCOUNTS_KEY}) matches "
+            f"{settings.accounts_match!r}: the control plane writes one per account"
+        )
+    return sorted({*found, *refused})
 
 
 def redis_client(url: str, *, timeout_s: float) -> aioredis.Redis:

@@ -14,17 +14,22 @@ accounts file:
   - new limits or capital allocations reconfigure the account's risk engine in place
     (positions, open orders, throttles, daily PnL and breaker states stay);
   - a new account becomes tradable, its broker built as at start;
+  - a paper account's new fill model applies to its next orders;
   - a document removed, or one that does not validate, halts its account (fail closed) until a
-    valid one is back; so does a change of broker, venue, currency or credentials path of an
-    account already trading, which only a restart applies (its open orders live at the old
-    broker);
+    valid one is back; so does a change of broker, venue, currency, credentials path or broker
+    options (a real broker's ``environment``, ``oanda_account_id``) of an account already
+    trading, which only a restart applies (its open orders live at the old broker, or the old
+    environment or OANDA account);
   - a document with a revision older than the one applied is ignored.
 
 - while Redis is unreachable the last documents applied stay in force.
 
 Each deployment's capital allocation in the document becomes its bot's
 ``capital_allocation`` limit on the account (the stricter one wins when the risk document
-also sets one); an allocation of ``0`` (none given) sets no limit.
+also sets one); an allocation of ``0`` (none given) sets no limit. A real broker's
+``broker_options`` become the account's adapter ``options``, as an accounts file gives them.
+
+``coyote-executor verify`` reads the same documents once (:func:`read_accounts`).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import redis
 import redis.asyncio as aioredis
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -63,8 +69,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("coyote.executor")
 
-_RESTART_FIELDS = ("broker", "venue", "currency", "credentials")
-"""What a running executor does not change under an account's open orders."""
+_RESTART_FIELDS = ("broker", "venue", "currency", "credentials", "options")
+"""What a running executor does not change under an account's open orders. The broker options
+choose the adapter itself (live or sandbox endpoint, the OANDA account the orders go to)."""
 _HALTS_UNREAD = "its kill switches could not be read yet"
 
 
@@ -98,6 +105,7 @@ def account_from_document(document: AccountDocument) -> AccountConfig:
         currency=document.currency,
         credentials=document.credentials_path,
         paper=_paper_settings(document) if document.broker == "paper" else None,
+        options=dict(document.broker_options),
     )
 
 
@@ -127,6 +135,37 @@ def read_document(field: str, value: bytes) -> tuple[AccountDocument, AccountCon
     if document.account_id != field:
         raise ValueError(f"the document in field {field!r} is of account {document.account_id!r}")
     return document, account_from_document(document)
+
+
+def read_accounts(
+    client: redis.Redis, *, match: str = "*", key: str = ACCOUNTS_KEY
+) -> tuple[dict[str, AccountConfig], dict[str, str]]:
+    """The accounts of the documents in Redis now, read once (``coyote-executor verify``): those
+    of the account ids ``match`` selects that validate, and why each other one does not.
+
+    Raises:
+        redis.RedisError: Redis could not be read.
+    """
+    stored = _matching(client.hgetall(key), match)
+    accounts: dict[str, AccountConfig] = {}
+    refused: dict[str, str] = {}
+    for field, value in sorted(stored.items()):
+        try:
+            _, accounts[field] = read_document(field, value)
+        except ValueError as exc:
+            refused[field] = str(exc)
+    return accounts, refused
+
+
+def _matching(stored: Any, match: str) -> dict[str, bytes]:
+    """The fields of a hash as read (bytes or text) whose account id ``match`` selects."""
+    found = {
+        (k.decode() if isinstance(k, bytes) else str(k)): (
+            v if isinstance(v, bytes) else str(v).encode()
+        )
+        for k, v in stored.items()
+    }
+    return {f: v for f, v in found.items() if fnmatch.fnmatchcase(f, match)}
 
 
 class RemoteAccounts:
@@ -267,16 +306,10 @@ class RemoteAccounts:
 
     async def _read(self) -> dict[str, bytes]:
         stored: Any = await self._redis.hgetall(self._key)
-        found = {
-            (k.decode() if isinstance(k, bytes) else str(k)): (
-                v if isinstance(v, bytes) else str(v).encode()
-            )
-            for k, v in stored.items()
-        }
         if self._unreachable:
             self._unreachable = False
             log.info("account documents readable again")
-        return {f: v for f, v in found.items() if fnmatch.fnmatchcase(f, self._match)}
+        return _matching(stored, self._match)
 
     def _lost(self, error: Exception) -> None:
         if not self._unreachable:

@@ -337,6 +337,7 @@ class ControlPlaneClient:
         currency: str = "USD",
         credentials_path: str | None = None,
         capital: str | None = None,
+        broker_options: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Adds a trading account (admin). Its broker credentials stay in Vault: only their
         path is given.
@@ -348,6 +349,8 @@ class ControlPlaneClient:
             currency: Its base currency.
             credentials_path: The Vault KV v2 path of the broker credentials.
             capital: What its deployments may be allocated in total, a decimal string.
+            broker_options: A real broker's adapter options (``environment``,
+                ``oanda_account_id``; see ``coyote_sdk.protocol.BROKER_OPTIONS``).
         """
         body: dict[str, Any] = {
             "name": name,
@@ -359,7 +362,17 @@ class ControlPlaneClient:
             body["credentials_path"] = credentials_path
         if capital is not None:
             body["capital"] = str(capital)
+        if broker_options:
+            body["broker_options"] = dict(broker_options)
         return self._json("POST", "/v1/accounts", json=body)
+
+    def set_broker_options(self, name: str, options: Mapping[str, str]) -> dict[str, Any]:
+        """Replaces a real broker account's adapter options (admin); ``{}`` restores every
+        default (the broker's sandbox). Executors serving the account halt it until they are
+        restarted."""
+        return self._json(
+            "PUT", f"/v1/accounts/{_segment(name)}/broker-options", json=dict(options)
+        )
 
     def set_risk_limits(self, name: str, limits: Mapping[str, Any]) -> dict[str, Any]:
         """Replaces an account's risk limits (risk role): a risk document (docs/risk.md)."""

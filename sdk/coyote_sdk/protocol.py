@@ -18,6 +18,7 @@ import enum
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Any, Final, Literal, TypeVar
 
@@ -670,6 +671,87 @@ class PaperFillModel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         _require_positive("liquidity", self.liquidity)
 
 
+class BrokerOption(msgspec.Struct, frozen=True, kw_only=True):
+    """One adapter option of a real broker: a key of an account document's ``broker_options``
+    and of the executor accounts file's ``options`` (see :data:`BROKER_OPTIONS`)."""
+
+    description: str
+    choices: tuple[str, ...] = ()
+    """The values it may take, its default first; empty: any text matching ``pattern``."""
+    pattern: str | None = None
+    """What a value not from ``choices`` must match (``re.fullmatch``)."""
+    example: str
+    required: bool = False
+    """The adapter cannot trade the account without it: the executor refuses to build its
+    broker (the document itself may lack it, so that an account can be set up in steps)."""
+
+    @property
+    def default(self) -> str | None:
+        """The value an account that does not set the option gets."""
+        return self.choices[0] if self.choices else None
+
+
+BROKER_OPTIONS: Final[Mapping[str, Mapping[str, BrokerOption]]] = {
+    "paper": {},
+    "alpaca": {
+        "environment": BrokerOption(
+            description="Alpaca's paper-trading API (the default) or the live one.",
+            choices=("paper", "live"),
+            example="live",
+        ),
+    },
+    "oanda": {
+        "environment": BrokerOption(
+            description="OANDA's practice API (the default) or the live one (fxTrade).",
+            choices=("practice", "live"),
+            example="live",
+        ),
+        "oanda_account_id": BrokerOption(
+            description="The v20 account id the orders go to: <site>-<division>-<user>-<account>.",
+            pattern=r"[0-9]{1,12}(-[0-9]{1,12}){3}",
+            example="101-004-1435156-001",
+            required=True,
+        ),
+    },
+}
+"""The adapter options each broker accepts, by broker: the one definition the control plane,
+the executor (documents and accounts file alike) and the flow checks use. Credentials are never
+options: they stay in Vault (``credentials_path``). The paper broker takes none (its fill model
+is :class:`PaperFillModel`)."""
+
+
+def check_broker_options(broker: str, options: Mapping[str, object]) -> None:
+    """Refuses adapter options that ``broker`` does not accept (see :data:`BROKER_OPTIONS`).
+
+    Raises:
+        ValueError: its message starts with the key at fault, e.g. ``environment: 'demo' is
+            not one of ['paper', 'live']``, so that callers can prefix where the options are.
+    """
+    known = BROKER_OPTIONS.get(broker)
+    if known is None:
+        raise ValueError(f"{broker!r} is not a broker; expected one of {list(BROKER_OPTIONS)}")
+    for key, value in options.items():
+        option = known.get(key)
+        if option is None:
+            if not known:
+                raise ValueError(
+                    f"{key}: a {broker} account takes no broker options"
+                    + (" (its fill model is fill_model)" if broker == "paper" else "")
+                )
+            raise ValueError(
+                f"{key}: not an option of {broker} accounts; expected one of {sorted(known)}"
+            )
+        if not isinstance(value, str):
+            raise ValueError(f"{key}: {value!r} is not a string")
+        if option.choices and value not in option.choices:
+            raise ValueError(f"{key}: {value!r} is not one of {list(option.choices)}")
+        if option.pattern is not None and not re.fullmatch(option.pattern, value):
+            raise ValueError(
+                f"{key}: {value!r} does not match {option.pattern!r}; expected e.g. "
+                f"{option.example!r}"
+            )
+
+
 class AccountDocument(_Message, frozen=True, kw_only=True):
     """A trading account as the control plane configures it: its broker, the venue of its
     prices, its risk limits and its bots' capital. Kept in the Redis hash
@@ -694,10 +776,27 @@ class AccountDocument(_Message, frozen=True, kw_only=True):
     """Each bot's capital allocation on the account, by bot id; ``0`` is none given."""
     fill_model: PaperFillModel | None = None
     """A paper account's fill model; None: fills at the last price, no fee, no latency."""
+    broker_options: Annotated[
+        dict[str, str],
+        msgspec.Meta(
+            description="A real broker's adapter options (paper accounts take none): alpaca: "
+            "environment (paper | live); oanda: environment (practice | live), "
+            "oanda_account_id. A real broker trades its sandbox unless environment is live. "
+            "Never credentials: those stay in Vault.",
+            examples=[{"environment": "live", "oanda_account_id": "101-004-1435156-001"}],
+        ),
+    ] = msgspec.field(default_factory=dict)
+    """A real broker's adapter options, as :data:`BROKER_OPTIONS` defines them; empty: the
+    adapter's defaults (its sandbox)."""
 
     def __post_init__(self) -> None:
         if self.fill_model is not None and self.broker != "paper":
             raise ValueError(f"a fill model is for paper accounts, not {self.broker} ones")
+        if self.broker_options:
+            try:
+                check_broker_options(self.broker, self.broker_options)
+            except ValueError as exc:
+                raise ValueError(f"broker_options.{exc}") from None
         for bot_id, capital in self.deployments.items():
             _require_non_negative(f"deployments.{bot_id}", capital)
 

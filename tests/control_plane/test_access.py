@@ -58,6 +58,7 @@ ROUTES: list[tuple[str, str, Any, Permission | None, bool]] = [
     ),
     ("PUT", "/v1/accounts/paper/capital", {"capital": "20000"}, P.RISK, True),
     ("PUT", "/v1/accounts/paper/fill-model", {"fee_bps": "1"}, P.ADMIN, True),
+    ("PUT", "/v1/accounts/paper/broker-options", {}, P.ADMIN, True),
     ("DELETE", "/v1/accounts/spare", None, P.ADMIN, True),
     ("GET", "/v1/bots", None, P.READ, False),
     ("GET", "/v1/bots/buyer", None, P.READ, True),

@@ -163,3 +163,71 @@ def test_a_paper_accounts_fill_model_reaches_its_document_and_a_live_account_ref
     assert plain.fill_model == protocol.PaperFillModel()  # every default: no slippage nor fee
     actions = [e["action"] for e in cp.acme.admin.get("/v1/audit").json()]
     assert actions.count("account.fill_model") == 2
+
+
+def test_a_real_brokers_options_reach_its_document_and_a_bad_key_is_refused_naming_it(
+    cp: ControlPlaneUnderTest, client: redis.Redis
+) -> None:
+    account_id = f"{cp.acme.slug}.fx"
+    add_account(
+        cp.acme.admin,
+        "fx",
+        broker="oanda",
+        venue="oanda-fx",
+        credentials_path="acme/oanda",
+        broker_options={"oanda_account_id": "101-004-1435156-001"},
+    )
+    created = document(client, account_id)
+    live = {"environment": "live", "oanda_account_id": "101-004-1435156-002"}
+    changed = cp.acme.admin.put("/v1/accounts/fx/broker-options", json=live)
+    read_back = cp.acme.admin.get("/v1/accounts/fx")
+    set_live = document(client, account_id)
+    by_risk = cp.acme.risk.put("/v1/accounts/fx/broker-options", json={"environment": "live"})
+    typo = cp.acme.admin.put("/v1/accounts/fx/broker-options", json={"enviroment": "live"})
+    alpaca_word = cp.acme.admin.put("/v1/accounts/fx/broker-options", json={"environment": "paper"})
+    not_text = cp.acme.admin.put("/v1/accounts/fx/broker-options", json={"environment": 1})
+    add_account(cp.acme.admin)
+    on_paper = cp.acme.admin.put("/v1/accounts/paper/broker-options", json=live)
+    created_bad = cp.acme.admin.post(
+        "/v1/accounts",
+        json={
+            "name": "us",
+            "broker": "alpaca",
+            "venue": "us",
+            "broker_options": {"oanda_account_id": "101-004-1-001"},
+        },
+    )
+    after_refusals = document(client, account_id)
+
+    assert created is not None and created.broker_options == {
+        "oanda_account_id": "101-004-1435156-001"
+    }
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["broker_options"] == live == read_back.json()["broker_options"]
+    assert set_live is not None and set_live.broker_options == live
+    assert set_live.revision > created.revision
+    assert by_risk.status_code == 403  # admin only, like the account's other broker settings
+    for refused, says in [
+        (
+            typo,
+            "broker_options.enviroment: not an option of oanda accounts; expected one of "
+            "['environment', 'oanda_account_id']",
+        ),
+        (alpaca_word, "broker_options.environment: 'paper' is not one of ['practice', 'live']"),
+        (not_text, "broker_options.environment: 1 is not a string"),
+        (created_bad, "broker_options.oanda_account_id: not an option of alpaca accounts"),
+    ]:
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert (error["code"], error["field"]) == ("broker_options.invalid", "broker_options")
+        assert error["message"].startswith(says), error["message"]
+    assert on_paper.status_code == 422, on_paper.text
+    assert on_paper.json()["error"]["code"] == "broker_options.not_for_paper"
+    # Nothing refused reached the document; the one change is audited with before and after.
+    assert after_refusals == set_live
+    entries = [e for e in cp.acme.admin.get("/v1/audit").json() if e["target"] == "account/fx"]
+    (audited,) = [e for e in entries if e["action"] == "account.broker_options"]
+    assert audited["detail"] == {
+        "before": {"oanda_account_id": "101-004-1435156-001"},
+        "after": live,
+    }

@@ -172,6 +172,34 @@ def test_a_field_the_api_cannot_change_is_a_conflict_and_nothing_is_applied(
     assert _audit(cp) == audit
 
 
+def test_a_real_brokers_options_are_applied_and_a_change_of_them_is_shown_and_set(
+    cp: ControlPlaneUnderTest, admin: ControlPlaneClient
+) -> None:
+    fx = (
+        "accounts:\n",
+        "accounts:\n  - name: fx\n    broker: oanda\n    venue: oanda-fx\n"
+        "    credentials: {vault: coyote/accounts/oanda}\n"
+        "    options: {oanda_account_id: 101-004-1435156-001}\n",
+    )
+    apply(_flow(cp, fx), admin)
+    created = admin.account("fx")["broker_options"]
+    other = _flow(cp, (fx[0], fx[1].replace("1435156-001", "1435156-002")))
+
+    planned = plan(other, admin)
+    apply(other, admin, planned=planned)
+
+    assert created == {"oanda_account_id": "101-004-1435156-001"}
+    change = next(c for c in planned.changes if (c.kind, c.name) == ("account", "fx"))
+    assert change.action == "update"
+    assert [(f.field, f.before, f.after) for f in change.fields] == [
+        ("broker_options.oanda_account_id", "101-004-1435156-001", "101-004-1435156-002")
+    ]
+    assert "halt it until they are restarted" in change.note
+    assert admin.account("fx")["broker_options"] == {"oanda_account_id": "101-004-1435156-002"}
+    assert "account.broker_options" in _audit(cp)
+    assert {c.action for c in plan(other, admin).changes} == {"unchanged"}
+
+
 def test_a_flow_for_another_organisation_is_refused(
     cp: ControlPlaneUnderTest, admin: ControlPlaneClient
 ) -> None:

@@ -149,15 +149,18 @@ class ExecutorHarness:
         )
         return await self._run(executor, asyncio.Event())
 
-    async def start_remote_executor(self, match: str, **remote: Any) -> Executor:
+    async def start_remote_executor(
+        self, match: str, *, vault: Any = None, **remote: Any
+    ) -> Executor:
         """An executor whose accounts come from the control plane's account documents in Redis
         (``match``: a glob of the account ids it serves), built as ``coyote-executor run``
-        builds it with ``ACCOUNTS_SOURCE=control-plane``; ``remote`` goes to
-        :class:`RemoteAccounts` (``key``, ``channel`` for a test's own hash)."""
+        builds it with ``ACCOUNTS_SOURCE=control-plane``; ``vault`` (a client) is where real
+        brokers read their credentials; ``remote`` goes to :class:`RemoteAccounts` (``key``,
+        ``channel`` for a test's own hash)."""
         client = aioredis.Redis.from_url(self.endpoints.redis_url)
         stop = asyncio.Event()
         source = RemoteAccounts(
-            client, vault=None, match=match, refresh_s=0.2, paper_match_interval_ms=50, **remote
+            client, vault=vault, match=match, refresh_s=0.2, paper_match_interval_ms=50, **remote
         )
         self._remotes.append(source)
         found = await asyncio.wait_for(source.initial(stop), 30)

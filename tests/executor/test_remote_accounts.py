@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import hvac
 import msgspec
 import pytest
 import redis
+import respx
 import sqlalchemy
 from redis.asyncio import Redis
 
+from coyote_executor.brokers import AlpacaBroker, OandaBroker, alpaca, oanda
 from coyote_executor.cli import serve
 from coyote_executor.config import Settings
 from coyote_executor.remote_accounts import (
@@ -110,12 +114,30 @@ def test_each_deployments_capital_becomes_its_bots_capital_limit_the_stricter_wi
             protocol.encode(doc("acme.paper", broker="alpaca")),
             "needs a credentials path",
         ),
+        (
+            "acme.live",
+            msgspec.json.encode(
+                {
+                    **msgspec.to_builtins(doc("acme.live", broker="alpaca", credentials_path="x")),
+                    "broker_options": {"enviroment": "live"},
+                }
+            ),
+            "broker_options.enviroment: not an option of alpaca accounts; expected one of "
+            "['environment']",
+        ),
+        (
+            "acme.paper",
+            msgspec.json.encode(
+                {**msgspec.to_builtins(doc("acme.paper")), "broker_options": {"environment": "x"}}
+            ),
+            "broker_options.environment: a paper account takes no broker options",
+        ),
     ],
 )
 def test_a_document_that_cannot_be_traded_by_is_refused_with_why(
     field: str, value: bytes, message: str
 ) -> None:
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         read_document(field, value)
 
 
@@ -398,3 +420,148 @@ async def test_serve_from_the_control_plane_waits_for_documents_and_stops_cleanl
 
     await asyncio.wait_for(running, 10)
     assert f"nobody-{unique}.*" in caplog.text
+
+
+# -- real brokers' options -------------------------------------------------------------------
+
+OANDA_ID = "101-004-1435156-001"
+
+
+def credentials(vault: tuple[hvac.Client, str]) -> tuple[str, str]:
+    """Vault paths of an Alpaca and an OANDA secret, written in the test's own Vault path."""
+    client, prefix = vault
+    secrets = {
+        f"{prefix}/alpaca": {"api_key_id": "AKTEST", "api_secret_key": "not-a-real-secret"},
+        f"{prefix}/oanda": {"token": "not-a-real-token"},
+    }
+    for path, secret in secrets.items():
+        client.secrets.kv.v2.create_or_update_secret(path=path, secret=secret, mount_point="secret")
+    return f"{prefix}/alpaca", f"{prefix}/oanda"
+
+
+@pytest.mark.unit
+def test_a_real_brokers_options_become_its_adapter_options() -> None:
+    document = doc(
+        "acme.fx",
+        broker="oanda",
+        credentials_path="coyote/oanda",
+        broker_options={"environment": "live", "oanda_account_id": OANDA_ID},
+    )
+
+    config = account_from_document(document)
+
+    assert dict(config.options) == {"environment": "live", "oanda_account_id": OANDA_ID}
+    assert account_from_document(doc("acme.paper")).options == {}
+
+
+@integration
+async def test_brokers_built_from_documents_trade_the_environment_and_oanda_account_they_name(
+    endpoints: Endpoints,
+    redis_ts: tuple[redis.Redis, str],
+    vault: tuple[hvac.Client, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client, prefix = redis_ts
+    alpaca_path, oanda_path = credentials(vault)
+    key = f"{prefix}accounts"
+    for document in (
+        doc(
+            "acme.us",
+            broker="alpaca",
+            credentials_path=alpaca_path,
+            broker_options={"environment": "live"},
+        ),
+        doc(
+            "acme.fx",
+            broker="oanda",
+            credentials_path=oanda_path,
+            broker_options={"oanda_account_id": OANDA_ID},  # practice, the default
+        ),
+        doc("acme.fx2", broker="oanda", credentials_path=oanda_path),  # no v20 account id
+    ):
+        client.hset(key, document.account_id, protocol.encode(document))
+    reader = Redis.from_url(endpoints.redis_url)
+    source = RemoteAccounts(reader, vault=vault[0], refresh_s=0.05, key=key, channel=key)
+    caplog.set_level(logging.ERROR, logger="coyote.executor")
+    found = await asyncio.wait_for(source.initial(asyncio.Event()), 10)
+    assert found is not None
+    accounts, brokers = found
+    try:
+        with respx.mock(assert_all_called=True) as api:
+            live_alpaca = api.get(f"{alpaca.LIVE_URL}/v2/positions").respond(200, json=[])
+            practice_oanda = api.get(
+                f"{oanda.PRACTICE_URL}/v3/accounts/{OANDA_ID}/openPositions"
+            ).respond(200, json={"positions": [], "lastTransactionID": "6"})
+
+            us, fx = brokers["acme.us"], brokers["acme.fx"]
+            assert isinstance(us, AlpacaBroker) and isinstance(fx, OandaBroker)
+            assert await us.positions("acme.us") == {}
+            assert await fx.positions("acme.fx") == {}
+    finally:
+        for broker in set(brokers.values()):
+            await broker.close()
+        await reader.aclose()
+
+    assert live_alpaca.call_count == practice_oanda.call_count == 1
+    # The Vault secrets went to the broker, not the document.
+    request = live_alpaca.calls.last.request
+    assert request.headers["APCA-API-KEY-ID"] == "AKTEST"
+    assert set(accounts) == {"acme.us", "acme.fx"}  # the one without its v20 id is not traded
+    assert "account acme.fx2 is not traded" in caplog.text
+    assert "oanda_account_id is required" in caplog.text
+
+
+@integration
+async def test_changed_broker_options_halt_a_running_account_until_a_restart(
+    endpoints: Endpoints, unique: str, tmp_path: Path, vault: tuple[hvac.Client, str]
+) -> None:
+    """A running executor does not switch an account's adapter (live or sandbox endpoint, the
+    OANDA account) under its open orders: the account halts, and a document with its options
+    as they were lifts the halt."""
+    alpaca_path, _ = credentials(vault)
+    ex = ExecutorHarness(endpoints, unique, tmp_path)
+    documents = Documents(ex.sync_redis, unique)
+    us = f"us-{unique}"
+    sandbox = {"environment": "paper"}
+
+    def alpaca_doc(revision: int, options: dict[str, str]) -> AccountDocument:
+        return doc(
+            us,
+            revision,
+            broker="alpaca",
+            venue=ex.venue,
+            credentials_path=alpaca_path,
+            risk=risk_section(),
+            broker_options=options,
+        )
+
+    documents.put(doc(ex.account, venue=ex.venue, risk=risk_section()))
+    documents.put(alpaca_doc(1, sandbox))
+    # Alpaca's paper API as the executor's reconciliation sees it: nothing open, nothing held.
+    with respx.mock(base_url=alpaca.PAPER_URL, assert_all_called=False) as api:
+        api.get("/v2/orders").respond(200, json=[])
+        api.get("/v2/positions").respond(200, json=[])
+        try:
+            await ex.setup()
+            ex.trade("GOOG", "100.00")
+            executor = await ex.start_remote_executor(
+                "*", vault=vault[0], key=documents.key, channel=documents.channel
+            )
+            adapter = executor._brokers[us]
+
+            documents.put(alpaca_doc(2, {"environment": "live"}))
+            reason = await until(lambda: executor.config_halts.get(us), what="the halt")
+            refused = on(us, ex.limit("100.00", symbol="GOOG", quantity="1"))
+            await ex.send(refused, key=us)
+            refusal = await answer(ex, refused)
+            documents.put(alpaca_doc(3, sandbox))
+            await until(lambda: us not in executor.config_halts, what="the halt lifted")
+        finally:
+            ex.sync_redis.delete(documents.key)
+            await ex.close()
+
+    assert "options" in reason and "'live'" in reason and "restart the executor" in reason
+    assert refusal.reject_code == "risk.halted"
+    assert "restart the executor" in (refusal.reject_reason or "")
+    assert executor._brokers[us] is adapter  # never rebuilt while running
+    assert dict(executor._configs[us].options) == sandbox

@@ -11,6 +11,7 @@ from coyote_executor.brokers.base import Broker, BrokerOrder, BrokerOrderState
 from coyote_executor.brokers.oanda import OandaAccount, OandaBroker
 from coyote_executor.brokers.paper import PaperBroker, PaperSettings
 from coyote_executor.credentials import VaultCredentials
+from coyote_sdk.protocol import BROKER_OPTIONS
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -28,8 +29,8 @@ __all__ = [
     "build_brokers",
 ]
 
-_LIVE = {"alpaca": "paper", "oanda": "practice"}
-"""The option value that selects a real broker's sandbox (the default)."""
+_SANDBOX = {kind: BROKER_OPTIONS[kind]["environment"].default for kind in ("alpaca", "oanda")}
+"""The ``environment`` that selects a real broker's sandbox (the default)."""
 
 
 def build_brokers(
@@ -81,11 +82,11 @@ def build_brokers(
 
 
 def _environment(config: AccountConfig, kind: str) -> str:
-    value = config.options.get("environment", _LIVE[kind])
-    if value not in (_LIVE[kind], "live"):
+    value = config.options.get("environment", _SANDBOX[kind])
+    if value not in (_SANDBOX[kind], "live"):
         raise ValueError(
             f"accounts.{config.account_id}.options.environment: {value!r} is not "
-            f"{_LIVE[kind]!r} or 'live'"
+            f"{_SANDBOX[kind]!r} or 'live'"
         )
     return "live" if value == "live" else "sandbox"
 
@@ -100,7 +101,8 @@ def _oanda_account(vault: Any, config: AccountConfig) -> OandaAccount:
     if not oanda_id:
         raise ValueError(
             f"accounts.{config.account_id}.options.oanda_account_id is required: the v20 "
-            "account id, e.g. 101-004-1435156-001"
+            "account id, e.g. 101-004-1435156-001 (an account from the control plane: set its "
+            "broker options)"
         )
     return OandaAccount(
         account_id=oanda_id,

@@ -281,18 +281,26 @@ class _Planner:
             }
             capital = _decimal_text(account.get("capital"))
             limits = _plain(account.get("risk") or {})
+            options = {str(k): str(v) for k, v in (account.get("options") or {}).items()}
             found = remote.get(name)
             if found is None:
                 change = Change("account", name, "create")
                 change.fields = [FieldChange(k, None, v) for k, v in fixed.items() if v]
                 if capital is not None:
                     change.fields.append(FieldChange("capital", None, capital))
+                change.fields += _diff("broker_options", None, options)
                 change.fields += _diff("risk_limits", None, limits)
                 change.steps.append(
                     (
                         _ACCOUNTS,
                         f"create account {name}",
-                        _call(self.client.create_account, name, capital=capital, **fixed),
+                        _call(
+                            self.client.create_account,
+                            name,
+                            capital=capital,
+                            broker_options=options,
+                            **fixed,
+                        ),
                     )
                 )
                 if limits:
@@ -328,6 +336,20 @@ class _Planner:
                         f"set the capital of account {name} to {capital}",
                         _call(self.client.set_account_capital, name, capital),
                     )
+                )
+            current_options = found.get("broker_options") or {}
+            if current_options != options:
+                change.fields += _diff("broker_options", current_options, options)
+                change.steps.append(
+                    (
+                        _ACCOUNTS,
+                        f"set the broker options of account {name}",
+                        _call(self.client.set_broker_options, name, options),
+                    )
+                )
+                change.note = (
+                    "executors serving the account halt it until they are restarted: a broker's "
+                    "options are not changed under its open orders"
                 )
             current = _plain(found.get("risk_limits") or {})
             if current != limits:

@@ -15,8 +15,13 @@ if TYPE_CHECKING:
 
 Problem = tuple["FieldPath", str]
 
-SANDBOX = {"alpaca": "paper", "oanda": "practice"}
-"""The ``options.environment`` value of each real broker's sandbox (its default)."""
+SANDBOX = {
+    broker: options["environment"].default
+    for broker, options in protocol.BROKER_OPTIONS.items()
+    if "environment" in options
+}
+"""The ``options.environment`` value of each real broker's sandbox (its default), as the
+protocol's ``BROKER_OPTIONS`` defines it."""
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE|CREDENTIAL", re.IGNORECASE)
 """Environment variables whose value must come from a secret, never the file."""
 PARTITIONS = protocol.INTENTS_TOPIC.partitions
@@ -119,6 +124,14 @@ def _accounts(flow: Flow) -> Iterator[Problem]:
                 )
             if broker == "oanda" and not options.get("oanda_account_id"):
                 yield (*where, "options"), "an oanda account needs options.oanda_account_id"
+            elif broker == "oanda":
+                # The values the schema cannot check (the protocol's definition does).
+                try:
+                    protocol.check_broker_options(
+                        broker, {"oanda_account_id": options["oanda_account_id"]}
+                    )
+                except ValueError as exc:
+                    yield (*where, "options", "oanda_account_id"), str(exc).partition(": ")[2]
         if "risk" in account:
             message = _risk_problem(account["risk"], flow.account_id(account["name"]))
             if message:

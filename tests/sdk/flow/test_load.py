@@ -190,6 +190,16 @@ BAD = [
         id="real-money-outside-live-mode",
     ),
     pytest.param(
+        GOOD.replace(
+            "broker: paper, venue: demo,",
+            "broker: oanda, venue: demo, credentials: {vault: a}, "
+            "options: {oanda_account_id: '101-4'},",
+        ),
+        "7:100: accounts.0.options.oanda_account_id: '101-4' does not match "
+        "'[0-9]{1,12}(-[0-9]{1,12}){3}'; expected e.g. '101-004-1435156-001'",
+        id="oanda-account-id-of-another-form",
+    ),
+    pytest.param(
         GOOD.replace("broker: paper, venue: demo,", "broker: alpaca, venue: demo,"),
         "7:27: accounts.0.broker: an alpaca account needs credentials: {vault: <path>} (its "
         "broker keys in Vault)",

@@ -104,6 +104,7 @@ def create_account(
     ).first():
         raise conflict("account.exists", f"an account named {body.name!r} exists")
     check_fill_model(body.broker, body.fill_model)
+    check_broker_options(body.broker, body.broker_options)
     account = Account.model_validate(
         body, update={"org_id": principal.org_id, "created_ms": now_ms()}
     )
@@ -192,6 +193,56 @@ def check_fill_model(broker: Broker, fill_model: dict[str, Any] | None) -> None:
         msgspec.convert(fill_model, protocol.PaperFillModel, strict=False)
     except (msgspec.ValidationError, ValueError) as exc:
         raise invalid("fill_model.invalid", str(exc), field="fill_model") from exc
+
+
+@router.put("/{name}/broker-options", responses=responses(404, 422))
+def set_broker_options(
+    name: AccountName,
+    broker_options: Annotated[
+        dict[str, Any],
+        Body(examples=[{"environment": "live", "oanda_account_id": "101-004-1435156-001"}]),
+    ],
+    session: SessionDep,
+    principal: Admin,
+    context: ContextDep,
+) -> AccountPublic:
+    """Replaces a real broker's adapter options (``{}``: every default, the broker's sandbox):
+    alpaca ``environment`` (``paper`` | ``live``); oanda ``environment`` (``practice`` |
+    ``live``) and ``oanda_account_id``. Never credentials: those stay in Vault. A running
+    executor does not switch an account's broker under its open orders: it halts the account
+    (``risk.halted``, alerted) until it is restarted, and then trades with the new options."""
+    account = find_account(session, principal.org_id, name)
+    check_broker_options(account.broker, broker_options)
+    before = account.broker_options
+    account.broker_options = broker_options
+    session.add(account)
+    principal.audit(
+        session, "account.broker_options", f"account/{name}", before=before, after=broker_options
+    )
+    session.commit()
+    push_accounts(session, context, principal.org_id)
+    return account_public(session, principal.org_slug, account)
+
+
+def check_broker_options(broker: Broker, broker_options: dict[str, Any]) -> None:
+    """Refuses adapter options the account's broker does not take (naming the key and what is
+    expected), or any for a paper account: the protocol's ``BROKER_OPTIONS`` is the one
+    definition of what is valid."""
+    if not broker_options:
+        return
+    if broker is Broker.PAPER:
+        raise invalid(
+            "broker_options.not_for_paper",
+            "a paper account takes no broker options (its fill model is set with "
+            f"PUT /v1/accounts/{{name}}/fill-model); got {sorted(broker_options)}",
+            field="broker_options",
+        )
+    try:
+        protocol.check_broker_options(broker.value, broker_options)
+    except ValueError as exc:
+        raise invalid(
+            "broker_options.invalid", f"broker_options.{exc}", field="broker_options"
+        ) from exc
 
 
 @router.put("/{name}/capital", responses=responses(404, 422))
