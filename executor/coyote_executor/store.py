@@ -99,6 +99,9 @@ STALE_TRANSACTION_S = 20
 under a second): :meth:`Store.end_stale_transactions` ends its session."""
 APPLICATION_NAME = "coyote-executor"
 """How the executor's PostgreSQL sessions name themselves (``pg_stat_activity``)."""
+REBUILDING_APPLICATION_NAME = "coyote-executor-rebuild"
+"""The name of a session while it rebuilds the derived state: a long transaction on purpose,
+which :meth:`Store.end_stale_transactions` leaves alone."""
 
 
 class Store:
@@ -331,6 +334,8 @@ class Store:
 
     @staticmethod
     def _rebuild_derived(conn: sa.Connection) -> None:
+        if conn.dialect.name == "postgresql":  # minutes on a large database: not a zombie's
+            conn.execute(sa.text(f"SET LOCAL application_name = '{REBUILDING_APPLICATION_NAME}'"))
         fills = Fill.__table__  # type: ignore[attr-defined]
         positions = Position.__table__  # type: ignore[attr-defined]
         balances = Balance.__table__  # type: ignore[attr-defined]

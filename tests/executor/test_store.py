@@ -70,7 +70,8 @@ def test_a_frozen_executors_transaction_is_ended_and_its_row_locks_freed(
 ) -> None:
     """A zombie frozen mid-transaction holds its row locks: the successor's write waits
     LOCK_TIMEOUT_MS and fails, and end_stale_transactions ends the zombie's session (an
-    executor's, by its application name), not another client's."""
+    executor's, by its application name), not another client's, nor an executor's rebuilding
+    the derived state (a long transaction on purpose)."""
     monkeypatch.setattr(store_module, "LOCK_TIMEOUT_MS", 300)
     with schema_engine(endpoints, unique):
         url = endpoints.database_url + ("&" if "?" in endpoints.database_url else "?")
@@ -85,9 +86,13 @@ def test_a_frozen_executors_transaction_is_ended_and_its_row_locks_freed(
                 )
             )
         zombie, bystander = Store(url), Store(url, connect_args={"application_name": "psql"})
-        held = [store.engine.connect() for store in (zombie, bystander)]
-        for conn in held:  # both in a transaction, the zombie holding the row's lock
+        rebuilder = Store(url)
+        held = [store.engine.connect() for store in (zombie, bystander, rebuilder)]
+        for conn in held:  # all in a transaction, the zombie holding the row's lock
             conn.execute(sa.text("SELECT 1"))
+        held[2].execute(
+            sa.text(f"SET LOCAL application_name = '{store_module.REBUILDING_APPLICATION_NAME}'")
+        )
         held[0].execute(sa.text("UPDATE balances SET cash = '1' WHERE account_id = 'a'"))
 
         with pytest.raises(sa.exc.OperationalError, match="lock timeout") as waited:
@@ -103,9 +108,10 @@ def test_a_frozen_executors_transaction_is_ended_and_its_row_locks_freed(
         with pytest.raises(sa.exc.OperationalError):
             held[0].execute(sa.text("SELECT 1"))  # the zombie's session is gone
         held[1].execute(sa.text("SELECT 1"))  # the other client's is not
+        held[2].execute(sa.text("SELECT 1"))  # nor the rebuilding executor's
         for conn in held:
             conn.invalidate()
-        for store in (successor, zombie, bystander):
+        for store in (successor, zombie, bystander, rebuilder):
             store.close()
 
 
