@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -11,7 +12,14 @@ import redis
 from fastapi import APIRouter, Body, Path
 from sqlmodel import Session, select
 
-from coyote_control_plane.api.deps import Admin, ContextDep, Reader, RiskOfficer, SessionDep
+from coyote_control_plane.api.deps import (
+    Admin,
+    ContextDep,
+    Principal,
+    Reader,
+    RiskOfficer,
+    SessionDep,
+)
 from coyote_control_plane.context import ControlPlane
 from coyote_control_plane.errors import conflict, invalid, not_found, responses
 from coyote_control_plane.flags import active_kill_switches, halting, sync_accounts, sync_halts
@@ -165,17 +173,9 @@ def set_fill_model(
     at the last price, no fee, no latency). Running executors that take their accounts from the
     control plane fill the account's next orders by it; orders resting meanwhile keep their
     place."""
-    account = find_account(session, principal.org_id, name)
-    check_fill_model(account.broker, fill_model)
-    before = account.fill_model
-    account.fill_model = fill_model
-    session.add(account)
-    principal.audit(
-        session, "account.fill_model", f"account/{name}", before=before, after=fill_model
+    return _replace_setting(
+        session, principal, context, name, "fill_model", fill_model, check_fill_model
     )
-    session.commit()
-    push_accounts(session, context, principal.org_id)
-    return account_public(session, principal.org_slug, account)
 
 
 def check_fill_model(broker: Broker, fill_model: dict[str, Any] | None) -> None:
@@ -211,14 +211,28 @@ def set_broker_options(
     ``live``) and ``oanda_account_id``. Never credentials: those stay in Vault. A running
     executor does not switch an account's broker under its open orders: it halts the account
     (``risk.halted``, alerted) until it is restarted, and then trades with the new options."""
-    account = find_account(session, principal.org_id, name)
-    check_broker_options(account.broker, broker_options)
-    before = account.broker_options
-    account.broker_options = broker_options
-    session.add(account)
-    principal.audit(
-        session, "account.broker_options", f"account/{name}", before=before, after=broker_options
+    return _replace_setting(
+        session, principal, context, name, "broker_options", broker_options, check_broker_options
     )
+
+
+def _replace_setting(
+    session: Session,
+    principal: Principal,
+    context: ControlPlane,
+    name: str,
+    field: str,
+    value: dict[str, Any],
+    check: Callable[[Broker, dict[str, Any]], None],
+) -> AccountPublic:
+    """Replaces one of an account's settings after ``check`` passed it: audited as
+    ``account.<field>`` with the value before and after, and pushed to running executors."""
+    account = find_account(session, principal.org_id, name)
+    check(account.broker, value)
+    before = getattr(account, field)
+    setattr(account, field, value)
+    session.add(account)
+    principal.audit(session, f"account.{field}", f"account/{name}", before=before, after=value)
     session.commit()
     push_accounts(session, context, principal.org_id)
     return account_public(session, principal.org_slug, account)
