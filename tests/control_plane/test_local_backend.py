@@ -103,3 +103,37 @@ def test_a_runtime_gets_no_control_plane_secrets_and_runs_under_its_limits(
 def test_limits_refuse_nonsense() -> None:
     with pytest.raises(ValueError, match="memory_mb"):
         ProcessLimits(memory_mb=0)
+
+
+def test_shutdown_kills_the_runtimes_a_stopped_control_plane_left_running(
+    backend: LocalBackend, tmp_path: Path, unique: str, endpoints: Endpoints
+) -> None:
+    # A stopped control plane leaves its runtimes to a successor (close); a test's or the
+    # demo's clean-up must still find and kill them.
+    bundle = buyer_bundle(tmp_path)
+    spec = RuntimeSpec(
+        runtime_id=f"left{unique}.buy",
+        account_id=f"left{unique}.paper",
+        venue=f"v{unique}",
+        bundle=bundle.data,
+        digest=bundle.digest,
+        params={},
+        capital="1000",
+        release="r1",
+        secret_env={"COYOTE_REDIS_URL": endpoints.redis_url},
+    )
+    pid = int(backend.launch(spec))
+    backend.close()
+    deadline = time.monotonic() + 5
+    while not backend.observe(spec.runtime_id).alive:  # adoptable, by its pid file, once exec'd
+        assert time.monotonic() < deadline, "the runtime was never adoptable"
+        time.sleep(0.05)
+
+    backend.shutdown()
+
+    assert not backend.observe(spec.runtime_id).alive
+    deadline = time.monotonic() + 5
+    # This test process is its parent (a control plane's successor would not be): reap it.
+    while os.waitpid(pid, os.WNOHANG)[0] != pid:
+        assert time.monotonic() < deadline, "the runtime outlived the shutdown"
+        time.sleep(0.05)

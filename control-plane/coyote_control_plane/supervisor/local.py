@@ -161,8 +161,11 @@ class LocalBackend(RuntimeBackend):
         self._children.clear()
 
     def shutdown(self) -> None:
-        """Kills every runtime this backend launched (tests and the demo clean up with it)."""
-        for runtime_id in list(self._children):
+        """Kills every runtime of this backend's home, those it launched and those it would
+        adopt (tests and the demo clean up with it). After :meth:`close` — the control plane
+        stopped, leaving its runtimes to a successor — only their pid files know them."""
+        known = {path.stem for path in (self.home / "runtimes").glob("*.pid")}
+        for runtime_id in sorted(known | set(self._children)):
             self.terminate(runtime_id, force=True)
             self.remove(runtime_id)
 
