@@ -45,6 +45,22 @@ def backend(
     local.shutdown()
 
 
+def _spec(tmp_path: Path, org: str, unique: str, endpoints: Endpoints) -> RuntimeSpec:
+    """A runtime of the buyer bot, bot ``<org>.buy`` on account ``<org>.paper``."""
+    bundle = buyer_bundle(tmp_path)
+    return RuntimeSpec(
+        runtime_id=f"{org}.buy",
+        account_id=f"{org}.paper",
+        venue=f"v{unique}",
+        bundle=bundle.data,
+        digest=bundle.digest,
+        params={},
+        capital="1000",
+        release="r1",
+        secret_env={"COYOTE_REDIS_URL": endpoints.redis_url},  # as the supervisor gives it
+    )
+
+
 def _limit(pid: int, name: str) -> str:
     for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
         if line.startswith(name):
@@ -59,18 +75,7 @@ def test_a_runtime_gets_no_control_plane_secrets_and_runs_under_its_limits(
     redis_ts: tuple[redis.Redis, str],
     endpoints: Endpoints,
 ) -> None:
-    bundle = buyer_bundle(tmp_path)
-    spec = RuntimeSpec(
-        runtime_id=f"sandbox{unique}.buy",
-        account_id=f"sandbox{unique}.paper",
-        venue=f"v{unique}",
-        bundle=bundle.data,
-        digest=bundle.digest,
-        params={},
-        capital="1000",
-        release="r1",
-        secret_env={"COYOTE_REDIS_URL": endpoints.redis_url},  # as the supervisor gives it
-    )
+    spec = _spec(tmp_path, f"sandbox{unique}", unique, endpoints)
 
     set_control_flag(redis_ts[0], spec.runtime_id, BotState.RUNNING, set_by="test")
     pid = int(backend.launch(spec))
@@ -110,18 +115,7 @@ def test_shutdown_kills_the_runtimes_a_stopped_control_plane_left_running(
 ) -> None:
     # A stopped control plane leaves its runtimes to a successor (close); a test's or the
     # demo's clean-up must still find and kill them.
-    bundle = buyer_bundle(tmp_path)
-    spec = RuntimeSpec(
-        runtime_id=f"left{unique}.buy",
-        account_id=f"left{unique}.paper",
-        venue=f"v{unique}",
-        bundle=bundle.data,
-        digest=bundle.digest,
-        params={},
-        capital="1000",
-        release="r1",
-        secret_env={"COYOTE_REDIS_URL": endpoints.redis_url},
-    )
+    spec = _spec(tmp_path, f"left{unique}", unique, endpoints)
     pid = int(backend.launch(spec))
     backend.close()
     deadline = time.monotonic() + 5
