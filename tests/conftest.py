@@ -5,6 +5,8 @@ isolation (a Kafka topic, a Redis key prefix, a PostgreSQL schema, a Vault path 
 from __future__ import annotations
 
 import contextlib
+import logging
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -17,6 +19,38 @@ from aiokafka.admin import AIOKafkaAdminClient
 from coyote_sdk import protocol
 from coyote_sdk.config import Endpoints, StackSettings
 from coyote_sdk.dev import Stack, ensure_topics
+
+_timed_out: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Names a test pytest-timeout stopped, at once and again as the run's last words: its
+    report is mostly the stacks of every thread, and a CI log is often read from its end."""
+    if report.failed and "from pytest-timeout" in str(report.longrepr):
+        _timed_out.append(f"{report.nodeid} (in its {report.when})")
+        print(f"[tests] timed out: {_timed_out[-1]}", file=sys.__stderr__, flush=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for test in _timed_out:
+        print(f"[tests] timed out: {test}", file=sys.__stderr__, flush=True)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Undoes what a command run in-process did to logging: ``configure_logging`` points the
+    root logger at the stderr of the moment (a test's captured stream, closed after it) and
+    silences aiokafka — for every later test of the session otherwise."""
+    root, aiokafka = logging.getLogger(), logging.getLogger("aiokafka")
+    before, level, aiokafka_level = set(root.handlers), root.level, aiokafka.level
+    yield
+    # pytest's own capture handlers come and go with each phase: only a plain StreamHandler
+    # added since the setup is ours to remove.
+    for handler in root.handlers[:]:
+        if type(handler) is logging.StreamHandler and handler not in before:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    aiokafka.setLevel(aiokafka_level)
 
 
 @pytest.fixture(scope="session")

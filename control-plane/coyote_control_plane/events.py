@@ -35,6 +35,9 @@ logger = logging.getLogger("coyote.control_plane.events")
 EVENTS_STREAM = f"{protocol.KEY_PREFIX}:cp:events"
 _STREAM_MAXLEN = 10_000
 _QUEUE_SIZE = 1_000
+_CLOSE_WITHIN_S = 10.0
+"""How long the hub's readers have to stop: a Kafka consumer's stop can hang on a broker that
+went away, and a control plane asked to stop must stop."""
 
 KINDS = (
     "bot.status",
@@ -196,9 +199,14 @@ class EventHub:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if not self._tasks:
+            return
+        done, stuck = await asyncio.wait(self._tasks, timeout=_CLOSE_WITHIN_S)
+        for task in stuck:
+            logger.warning("%s did not stop within %.0f s; left", task.get_name(), _CLOSE_WITHIN_S)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                logger.warning("%s ended on an error", task.get_name(), exc_info=task.exception())
 
     def subscribe(self, accept: Callable[[Event], bool]) -> asyncio.Queue[Event]:
         queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=_QUEUE_SIZE)

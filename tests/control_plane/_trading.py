@@ -38,6 +38,7 @@ from tests.control_plane.conftest import (
 )
 from tests.control_plane.test_supervisor import FAST
 from tests.executor._harness import risk_section
+from tests.tasks import end_tasks
 
 
 async def _start_at_the_end(bootstrap: str, topic: protocol.TopicSpec, group: str) -> None:
@@ -158,8 +159,7 @@ async def trading_control_plane(
 
         async def stop_executor() -> None:
             stop.set()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, 20)
+            await end_tasks([task], within=20, what="the executor")
 
         cleanup.push_async_callback(stop_executor)
         ready = asyncio.create_task(executor.ready.wait())

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 import threading
 import time
+import traceback
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,6 +86,10 @@ def serve(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+        if thread.is_alive() and thread.ident is not None:
+            # Left behind (a daemon thread); its stack says what its shutdown waits for.
+            print("[tests] the control plane did not stop in 30 s:", file=sys.__stderr__)
+            traceback.print_stack(sys._current_frames()[thread.ident], file=sys.__stderr__)
 
 
 def make_org(url: str, engine: sqlalchemy.Engine, slug: str) -> Org:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -25,6 +24,7 @@ from coyote_sdk.config import Endpoints
 from coyote_sdk.dev import ensure_topics
 from coyote_sdk.marketdata import MarketDataWriter
 from coyote_sdk.protocol import ExecutionReport, NewOrder, OrderType, Side, Trade
+from tests.tasks import end_tasks
 
 
 async def until(check: Callable[[], bool], what: str, within: float = 15.0) -> None:
@@ -189,11 +189,15 @@ class ExecutorHarness:
         return executor
 
     async def stop_executor(self) -> None:
-        for task, stop in self._tasks:
+        for _, stop in self._tasks:
             stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 20)
+        tasks = [task for task, _ in self._tasks]
         self._tasks.clear()
+        late = await end_tasks(tasks, within=20, what="an executor")
+        assert not late, "an executor did not stop within 20 s of being asked"
+        for task in tasks:
+            if not task.cancelled():
+                task.result()  # raises what stopped it
         for source in self._remotes:
             await source.close()
         self._remotes.clear()

@@ -59,6 +59,7 @@ from coyote_sdk.protocol import BotState, NewOrder, OrderStatus, RuntimeState, T
 from coyote_sdk.runtime import BotRuntime, RuntimeExit, RuntimeOptions
 from tests.faults._toxiproxy import TOXIPROXY, Proxy, Toxiproxy
 from tests.ports import free_ports
+from tests.tasks import end_tasks
 
 REPO = Path(__file__).resolve().parents[2]
 STACKS = REPO / ".coyote" / "test-stacks"
@@ -595,9 +596,7 @@ tick_size = "0.00001"
         await self.stop_feed()
         for runtime in self.runtimes.values():
             runtime.request_stop("the fault test is over")
-        for task in self.tasks.values():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, timeout=30)
+        await end_tasks(self.tasks.values(), within=30, what="a bot runtime")
         self.tasks.clear()
         if self.watcher is not None:
             await self.watcher.close()
