@@ -39,10 +39,11 @@ def make_engine(url: str, *, schema: str | None = None, **kwargs: Any) -> Engine
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    # The busy time-out first: switching to WAL waits, too, for another connection's write.
     cursor = connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
 
 

@@ -40,6 +40,8 @@ from coyote_sdk.protocol import ExecutionReport, NewOrder, OrderStatus, OrderTyp
 
 log = logging.getLogger(__name__)
 
+_SCHEMA_LOCK = 0x636F796F7465  # "coyote": the PostgreSQL advisory lock of create_schema
+
 ZERO = Decimal(0)
 _MUTABLE = (
     "status",
@@ -167,10 +169,23 @@ class Store:
 
     def create_schema(self) -> None:
         """Creates missing tables; on PostgreSQL with TimescaleDB, ``fills`` becomes a
-        hypertable. Idempotent."""
+        hypertable. Idempotent, and safe for executors starting at once on a new database (a
+        deployment's replicas): they take turns (on PostgreSQL an advisory lock, on SQLite the
+        write lock), as two ``CREATE TABLE`` of one name at once fail."""
         tables = [getattr(t, "__table__") for t in TABLES]  # noqa: B009 - untyped attribute
-        SQLModel.metadata.create_all(self.engine, tables=tables)
+        postgresql = self.engine.dialect.name == "postgresql"
         with self.engine.begin() as conn:
+            if self.engine.dialect.name == "sqlite":
+                # The database's write lock from the start (pysqlite would begin the
+                # transaction only at the first row written, after the checks).
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if postgresql:
+                # However long the other one takes (deriving the rollup of a big database can
+                # take minutes); the lock time-out holds again for the tables.
+                conn.execute(sa.text("SET LOCAL lock_timeout = 0"))
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+                conn.execute(sa.text(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"))
+            SQLModel.metadata.create_all(conn, tables=tables)
             _add_missing_columns(conn, tables)
             for name in RETIRED_INDEXES:
                 conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
@@ -187,9 +202,8 @@ class Store:
             ):
                 log.info("deriving the hourly rollup of the fills recorded so far")
                 self._rebuild_derived(conn)
-        if self.engine.dialect.name != "postgresql":
-            return
-        with self.engine.begin() as conn:
+            if not postgresql:
+                return
             available = conn.execute(
                 sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
             ).first()
@@ -661,8 +675,9 @@ def _add_missing_columns(conn: sa.Connection, tables: Sequence[sa.Table]) -> Non
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers (the reports service) run beside the writer; NORMAL sync in WAL mode
     # survives a process crash (kill -9) without an fsync per transaction.
+    # The busy time-out first: switching to WAL waits, too, for another connection's write.
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()

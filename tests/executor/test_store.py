@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -63,6 +64,23 @@ def test_a_database_of_an_older_executor_gains_the_traceparent_columns(database_
     assert str(order.order_id) == "019aa5f0-7c1e-7d3a-9a41-3f7e2c1b0a11"
     assert order.traceparent is None
     store.close()
+
+
+def test_executors_starting_at_once_on_a_new_database_all_create_their_schema(
+    database_url: str,
+) -> None:
+    # A deployment's replicas start together: two CREATE TABLE of one name at once would fail
+    # one of them (bench/e2e.py's two instances did, on PostgreSQL).
+    stores = [Store(database_url) for _ in range(4)]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(stores)) as pool:
+            for done in [pool.submit(s.create_schema) for s in stores]:
+                done.result()
+        tables = set(sa.inspect(stores[0].engine).get_table_names())
+        assert {"intents", "orders", "fills", "execution_reports", "fill_hours"} <= tables
+    finally:
+        for store in stores:
+            store.close()
 
 
 def test_a_frozen_executors_transaction_is_ended_and_its_row_locks_freed(
