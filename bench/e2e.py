@@ -13,7 +13,9 @@ the same broker with the same producer and report consumer: a process with a bar
 consume→produce loop in the executor's shape (``read_committed`` consumer, steps of up to 500
 records, a transactional producer committing the offsets in the transaction) that forwards each
 intent record to the reports topic. A variant without transactions (idempotent producer, the
-consumer commits the offsets) shows what the transactions cost.
+consumer commits the offsets) shows what the transactions cost. The executor runs once more as
+two instances in one consumer group (6 of the 12 partitions each, both on this machine): the
+scale-out the executor is built for, on the same two cores.
 
 Each system is measured in 3 independent runs (a fresh process, topics, accounts and database
 schema each); the best run counts (for latency, the run with the lowest p99). In each run:
@@ -31,7 +33,7 @@ waiting in Kafka longer than that, and expired ones would be such cheap answers.
 
 Targets (issue 5): >= 20,000 intents/s sustained; p99 <= 10 ms at 1,000 intents/s.
 
-Run: .venv/bin/python bench/e2e.py (the stack must be up: make up; about 7 minutes).
+Run: .venv/bin/python bench/e2e.py (the stack must be up: make up; about 10 minutes).
 ``--only executor --profile DIR`` writes a cProfile of the executor's event-loop thread (not of
 the worker threads that run the database calls); it slows the executor, so nothing is recorded.
 """
@@ -94,7 +96,9 @@ PACED_S = 10
 FLOOD = 50_000
 BATCH = ExecutorOptions().batch_size
 """Records per step, the executor's default; the pass-through takes the same."""
-SYSTEMS = ("executor", "passthrough", "passthrough-no-tx")
+SYSTEMS = ("executor", "executor-x2", "passthrough", "passthrough-no-tx")
+INSTANCES = {"executor-x2": 2}
+"""Systems run as several processes in one consumer group (the default: one)."""
 
 RISK = {
     "instruments": {SYMBOL: {"tick_size": "0.00001", "lot_size": "1"}},
@@ -180,7 +184,7 @@ async def _serve_executor(config: Mapping[str, Any], stop: asyncio.Event) -> Non
         kafka_bootstrap=config["kafka_bootstrap"],
         options=ExecutorOptions(
             group_id=config["group_id"],
-            instance_id="bench",
+            instance_id=config["instance_id"],
             # The flood keeps intents waiting in Kafka for more than the 60 s default: its tail
             # would be refused as expired, cheap answers that flatter the figures.
             max_intent_age_ms=None,
@@ -245,7 +249,7 @@ async def _serve(config: Mapping[str, Any]) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     system = config["system"]
-    if system == "executor":
+    if system.startswith("executor"):
         await _serve_executor(config, stop)
     else:
         await _serve_passthrough(config, stop, transactional=system == "passthrough")
@@ -265,31 +269,40 @@ def _serve_main(config: Mapping[str, Any]) -> None:
 
 
 class Server:
-    """One system under test as a child process (``e2e.py --serve CONFIG``)."""
+    """One system under test as child processes (``e2e.py --serve CONFIG``), ``instances`` of
+    them in one consumer group (each its own instance id, so its own transactional id)."""
 
-    def __init__(self, config: Mapping[str, Any], log: Path) -> None:
-        self.log = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, __file__, "--serve", json.dumps(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+    def __init__(self, config: Mapping[str, Any], log: Path, instances: int = 1) -> None:
+        self.logs = [log.with_suffix(f".{n}.log") for n in range(instances)]
+        self.processes = []
+        for n, path in enumerate(self.logs):
+            with path.open("wb") as out:
+                own = {**config, "instance_id": f"bench-{n}"}
+                self.processes.append(
+                    subprocess.Popen(
+                        [sys.executable, __file__, "--serve", json.dumps(own)],
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
 
     def check(self) -> None:
-        """Fails, with the tail of its log, if the process has ended."""
-        if self.process.poll() is not None:
-            tail = self.log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"the server ended ({self.process.returncode}):\n{tail}")
+        """Fails, with the tail of its log, if a process has ended."""
+        for process, log in zip(self.processes, self.logs, strict=True):
+            if process.poll() is not None:
+                tail = log.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"a server ended ({process.returncode}):\n{tail}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
             try:
-                self.process.wait(30)
+                process.wait(30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+                process.kill()
+                process.wait(10)
 
 
 # -- THE DRIVER: PRODUCES INTENTS, FOLLOWS REPORTS ----------------------------------------------
@@ -532,11 +545,15 @@ async def run_once(
         },
         "profile": str(profile / f"{system}-{names.unique}.prof") if profile else None,
     }
-    server = Server(config, work / f"{system}-{names.unique}.log")
+    instances = INSTANCES.get(system, 1)
+    server = Server(config, work / f"{system}-{names.unique}.log", instances)
     driver = Driver(endpoints, names)
-    expected = "filled" if system == "executor" else "forwarded"
+    expected = "filled" if system.startswith("executor") else "forwarded"
     try:
         await driver.start()
+        # Every instance holding partitions before anything is sent: a rebalance in the middle
+        # of a timed phase would be timed too.
+        await _wait_for_members(endpoints, names.group_id, instances, server)
         warm_up = driver.intents(WARM_UP)
         await driver.send_paced(warm_up, 1000)
         await driver.wait_answered(warm_up, server)
@@ -566,6 +583,28 @@ async def run_once(
     )
     print(f"  {system:18} {figures}", flush=True)
     return figures
+
+
+async def _wait_for_members(
+    endpoints: Endpoints, group_id: str, instances: int, server: Server
+) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=endpoints.kafka_bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            server.check()
+            (response,) = await admin.describe_consumer_groups([group_id])
+            # DescribeGroups v0: (error, group, state, protocol type, protocol, members), each
+            # member (id, client id, host, metadata, assignment).
+            (_, _, state, _, _, members) = response.groups[0]
+            if state == "Stable" and sum(1 for m in members if m[4]) == instances:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{instances} instances did not join {group_id} in 120 s")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
 
 
 def best_latency(runs: Sequence[RunFigures], rate: int) -> Latency:
@@ -615,6 +654,13 @@ def main() -> None:
         measurement(
             "executor.e2e_intents_per_s",
             max(r.intents_per_s for r in ours),
+            "intents/s",
+            "bare aiokafka consume->produce pass-through, transactional",
+            bare_rate,
+        ),
+        measurement(
+            "executor.e2e_intents_per_s_two_instances",
+            max(r.intents_per_s for r in found["executor-x2"]),
             "intents/s",
             "bare aiokafka consume->produce pass-through, transactional",
             bare_rate,
