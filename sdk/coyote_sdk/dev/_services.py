@@ -145,8 +145,9 @@ class Kafka(Service):
                     f"{self.libs_dir}/*",
                     "kafka.tools.StorageTool",
                     "format",
-                    "--cluster-id",
-                    cluster_id,
+                    # One argument: an id may begin with "-" (1 in 64), which as a separate
+                    # argument the tool's parser takes for an option, and fails.
+                    f"--cluster-id={cluster_id}",
                     "--config",
                     str(config),
                 ],
@@ -248,7 +249,7 @@ class Kafka(Service):
 
 
 def _kafka_cluster_id() -> str:
-    # A KRaft cluster id is a UUID in URL-safe base64 without padding.
+    # A KRaft cluster id is a UUID in URL-safe base64 without padding (its alphabet has "-").
     import base64
 
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")

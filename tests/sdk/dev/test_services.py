@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
+from pathlib import Path
 
 import hvac
 import pytest
@@ -13,7 +14,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlmodel import Field, Session, SQLModel, select
 
 from coyote_sdk import protocol
-from coyote_sdk.config import Endpoints
+from coyote_sdk.config import Endpoints, StackSettings
+from coyote_sdk.dev import _services
+from coyote_sdk.dev._services import _kafka_cluster_id
 
 pytestmark = pytest.mark.integration
 
@@ -168,3 +171,18 @@ def test_vault_kv_v2_round_trip_keeps_versions(vault: tuple[hvac.Client, str]) -
         client.secrets.kv.v2.read_secret_version(
             path=f"{prefix}/missing", raise_on_deleted_version=True
         )
+
+
+def test_kafka_storage_is_formatted_whatever_its_cluster_id_begins_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # URL-safe base64 has "-": one id in 64 begins with it, which the format tool once took for
+    # an option (a fresh machine's `make test` failed on it).
+    cluster_id = "-" + _kafka_cluster_id()[1:]
+    monkeypatch.setattr(_services, "_kafka_cluster_id", lambda: cluster_id)
+    kafka = _services.Kafka(StackSettings(home=tmp_path))
+
+    kafka.prepare(lambda _: None)
+
+    meta = (kafka.dir / "data" / "meta.properties").read_text()
+    assert f"cluster.id={cluster_id}" in meta
