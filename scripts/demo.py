@@ -62,7 +62,7 @@ from coyote_control_plane.bootstrap import create_organization
 from coyote_control_plane.config import Settings as ControlPlaneSettings
 from coyote_control_plane.config import SupervisorSettings
 from coyote_control_plane.db import make_engine, migrate
-from coyote_control_plane.main import create_app
+from coyote_control_plane.main import GRACEFUL_SHUTDOWN_S, create_app
 from coyote_control_plane.models import Account, Broker, Organization, User
 from coyote_control_plane.security import hash_password
 from coyote_executor.cli import serve as serve_executor
@@ -232,7 +232,11 @@ async def start_control_plane(
     password = prepare_organisation(engine)
     server = _QuietServer(
         uvicorn.Config(
-            create_app(settings, engine=engine), host=settings.host, port=port, log_level="warning"
+            create_app(settings, engine=engine),
+            host=settings.host,
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
     )
     task = asyncio.create_task(server.serve())

@@ -26,7 +26,7 @@ def serve(
     import uvicorn
 
     from coyote_control_plane.config import Settings
-    from coyote_control_plane.main import create_app
+    from coyote_control_plane.main import GRACEFUL_SHUTDOWN_S, create_app
     from coyote_sdk.logs import configure_logging
 
     configure_logging()
@@ -37,6 +37,7 @@ def serve(
         host=host or settings.host,
         port=port or settings.port,
         log_config=None,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
 
 

@@ -108,6 +108,13 @@ def make_backend(settings: Settings, endpoints: Endpoints) -> RuntimeBackend | N
     )
 
 
+GRACEFUL_SHUTDOWN_S = 10
+"""How long the stopping server waits for the responses under way before cancelling them
+(uvicorn's ``timeout_graceful_shutdown``): a live stream — the events, a runtime's log followed
+— never ends by itself, and would hold the shutdown (the supervisor's stop, the event hub's)
+until the process is killed."""
+
+
 def create_app(
     settings: Settings | None = None,
     *,

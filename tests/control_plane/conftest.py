@@ -24,7 +24,7 @@ from sqlmodel import Session
 from coyote_control_plane.bootstrap import create_organization
 from coyote_control_plane.config import Settings, SupervisorSettings
 from coyote_control_plane.db import migrate
-from coyote_control_plane.main import create_app, runtime_env
+from coyote_control_plane.main import GRACEFUL_SHUTDOWN_S, create_app, runtime_env
 from coyote_control_plane.models import Role
 from coyote_control_plane.supervisor import LocalBackend, RuntimeBackend
 from coyote_control_plane.supervisor.redis_acl import USER_PREFIX
@@ -72,7 +72,14 @@ class ControlPlaneUnderTest:
 @contextlib.contextmanager
 def serve(app: FastAPI) -> Iterator[str]:
     """Serves ``app`` (lifespan included) on a free port in a thread; yields its URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

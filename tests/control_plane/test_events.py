@@ -87,6 +87,35 @@ def test_the_stream_carries_an_organisations_events_and_no_one_elses(
     assert results["globex"] == []
 
 
+def test_an_open_stream_does_not_hold_the_control_plane_when_it_stops(
+    postgres: sqlalchemy.Engine, unique: str
+) -> None:
+    # A dashboard left open keeps a stream that never ends by itself; the server stopping waits
+    # GRACEFUL_SHUTDOWN_S for it, then cancels it — and its own shutdown runs.
+    planes = control_plane(postgres, unique)
+    cp = next(planes)
+    opened = threading.Event()
+
+    def listen() -> None:
+        with (
+            contextlib.suppress(httpx.HTTPError),
+            cp.acme.viewer.stream("GET", "/v1/events", timeout=120) as stream,
+        ):
+            opened.set()
+            for _ in stream.iter_lines():
+                pass
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert opened.wait(10)
+
+    with contextlib.suppress(StopIteration):
+        next(planes)  # the control plane stops
+    listener.join(timeout=5)
+
+    assert not listener.is_alive(), "the stream outlived the control plane"
+
+
 def test_the_stream_requires_a_credential(cp: ControlPlaneUnderTest) -> None:
     assert cp.anonymous().get("/v1/events").status_code == 401
 
