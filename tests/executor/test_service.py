@@ -4,6 +4,7 @@ PostgreSQL records."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -420,6 +421,36 @@ async def test_an_order_the_broker_took_but_whose_answer_was_lost_is_not_sent_ag
     assert calls == [1]  # reconciliation found it by its client order id
     submissions = ex.sync_redis.hgetall(broker.submissions_key(ex.account))
     assert submissions == {str(order.intent_id).encode(): b"1"}
+
+
+async def test_closing_the_paper_broker_ends_a_matcher_that_swallowed_its_cancellation(
+    endpoints: Endpoints,
+) -> None:
+    # CI caught an executor stopping that waited for ever in the paper broker's close: the
+    # matcher, cancelled, carried on (a cancellation lost inside a client library).
+    client = aioredis.Redis.from_url(endpoints.redis_url)
+    broker = PaperBroker(client, {"a": PaperSettings(venue="v")}, match_interval_ms=10)
+    in_match = asyncio.Event()
+
+    async def swallowing_match_once() -> None:
+        in_match.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+
+    broker.match_once = swallowing_match_once  # type: ignore[method-assign]
+    try:
+        await broker.start(lambda _account, _states: None)
+        await asyncio.wait_for(in_match.wait(), 5)
+        matcher = broker._matcher
+        assert matcher is not None
+
+        closing = asyncio.create_task(broker.close())
+        await asyncio.wait({closing}, timeout=10)  # not wait_for: it would wait for ever too
+
+        assert closing.done(), "close() waits for the matcher for ever"
+        assert matcher.done()
+    finally:
+        await client.aclose()
 
 
 async def test_the_paper_venue_unreachable_is_a_broker_outage_not_a_crash() -> None:

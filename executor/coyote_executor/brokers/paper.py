@@ -52,6 +52,8 @@ BPS = Decimal(10_000)
 _DAY_MS = 86_400_000
 _SCAN_PAGE = 1_000
 """Hash fields asked for in each HSCAN round trip over the venue's book."""
+_CLOSE_WITHIN_S = 5.0
+"""How long closing waits for the matcher to stop."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +190,7 @@ class PaperBroker(Broker):
         self._lock = asyncio.Lock()
         self._listener: UpdateListener | None = None
         self._matcher: asyncio.Task[None] | None = None
+        self._closing = False
         self._wanted: set[str] = set()
         """Accounts whose orders this process should work (:meth:`serve`) ..."""
         self._served: set[str] = set()
@@ -212,6 +215,7 @@ class PaperBroker(Broker):
         narrows that to the accounts it owns (:meth:`serve`)."""
         self._listener = listener
         await self.serve(self._accounts)
+        self._closing = False
         self._matcher = asyncio.create_task(self._match_forever(), name="paper-matcher")
 
     async def serve(self, account_ids: Collection[str]) -> None:
@@ -238,11 +242,19 @@ class PaperBroker(Broker):
                 self._served.add(account_id)
 
     async def close(self) -> None:
-        if self._matcher is not None:
-            self._matcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._matcher
-            self._matcher = None
+        """Stops the matcher, within :data:`_CLOSE_WITHIN_S`. Its loop also ends at its next
+        turn: a cancellation swallowed below it (inside a client library, in a race with a
+        reply; seen in CI) left it running, and an executor stopping waited for it for ever."""
+        matcher, self._matcher = self._matcher, None
+        if matcher is None:
+            return
+        self._closing = True
+        matcher.cancel()
+        done, _ = await asyncio.wait({matcher}, timeout=_CLOSE_WITHIN_S)
+        if not done:
+            log.error("paper broker: the matcher did not stop within %.0f s", _CLOSE_WITHIN_S)
+        elif not matcher.cancelled() and matcher.exception() is not None:
+            log.error("paper broker: the matcher had failed", exc_info=matcher.exception())
 
     # -- orders ----------------------------------------------------------------------------
 
@@ -474,7 +486,7 @@ class PaperBroker(Broker):
         return price * (1 + factor) if side is Side.BUY else price * (1 - factor)
 
     async def _match_forever(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self._interval)
             try:
                 await self.match_once()
