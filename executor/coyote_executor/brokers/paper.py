@@ -243,8 +243,9 @@ class PaperBroker(Broker):
 
     async def close(self) -> None:
         """Stops the matcher, within :data:`_CLOSE_WITHIN_S`. Its loop also ends at its next
-        turn: a cancellation swallowed below it (inside a client library, in a race with a
-        reply; seen in CI) left it running, and an executor stopping waited for it for ever."""
+        turn: a cancellation swallowed somewhere below it (seen in CI, not pinned down; a
+        client library's call racing its reply is the likely place) left it running, and an
+        executor stopping waited for it for ever."""
         matcher, self._matcher = self._matcher, None
         if matcher is None:
             return
