@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from coyote_sdk import protocol
 from coyote_sdk.protocol import Alert, ExecType, ExecutionReport, OrderStatus, now_ms
+from coyote_sdk.tasks import cancel_and_wait
 
 logger = logging.getLogger("coyote.control_plane.events")
 
@@ -197,16 +198,7 @@ class EventHub:
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        if not self._tasks:
-            return
-        done, stuck = await asyncio.wait(self._tasks, timeout=_CLOSE_WITHIN_S)
-        for task in stuck:
-            logger.warning("%s did not stop within %.0f s; left", task.get_name(), _CLOSE_WITHIN_S)
-        for task in done:
-            if not task.cancelled() and task.exception() is not None:
-                logger.warning("%s ended on an error", task.get_name(), exc_info=task.exception())
+        await cancel_and_wait(self._tasks, within=_CLOSE_WITHIN_S, log=logger)
 
     def subscribe(self, accept: Callable[[Event], bool]) -> asyncio.Queue[Event]:
         queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=_QUEUE_SIZE)

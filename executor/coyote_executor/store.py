@@ -175,7 +175,7 @@ class Store:
         tables = [getattr(t, "__table__") for t in TABLES]  # noqa: B009 - untyped attribute
         postgresql = self.engine.dialect.name == "postgresql"
         with self.engine.begin() as conn:
-            if self.engine.dialect.name == "sqlite":
+            if not postgresql:  # SQLite
                 # The database's write lock from the start (pysqlite would begin the
                 # transaction only at the first row written, after the checks).
                 conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -44,6 +44,7 @@ from coyote_executor.brokers.base import (
 )
 from coyote_executor.prices import PriceBook
 from coyote_sdk.protocol import OrderStatus, OrderType, Side, TimeInForce, now_ms
+from coyote_sdk.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -250,12 +251,7 @@ class PaperBroker(Broker):
         if matcher is None:
             return
         self._closing = True
-        matcher.cancel()
-        done, _ = await asyncio.wait({matcher}, timeout=_CLOSE_WITHIN_S)
-        if not done:
-            log.error("paper broker: the matcher did not stop within %.0f s", _CLOSE_WITHIN_S)
-        elif not matcher.cancelled() and matcher.exception() is not None:
-            log.error("paper broker: the matcher had failed", exc_info=matcher.exception())
+        await cancel_and_wait([matcher], within=_CLOSE_WITHIN_S, log=log)
 
     # -- orders ----------------------------------------------------------------------------
 
