@@ -9,7 +9,6 @@ Telegram get a message in their own format.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -30,8 +29,12 @@ from coyote_control_plane.models import (
     WebhookFormat,
 )
 from coyote_sdk.protocol import now_ms
+from coyote_sdk.tasks import cancel_and_wait
 
 logger = logging.getLogger("coyote.control_plane.notifications")
+
+_CLOSE_WITHIN_S = 5.0
+"""How long stopping waits for the delivery tasks (a delivery under way is retried later)."""
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -98,11 +101,7 @@ class Notifier:
     async def close(self) -> None:
         if self._queue is not None:
             self.hub.unsubscribe(self._queue)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._tasks, within=_CLOSE_WITHIN_S, log=logger)
         await self._client.aclose()
 
     # -- enqueue -------------------------------------------------------------------------------

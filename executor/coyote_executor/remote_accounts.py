@@ -63,11 +63,15 @@ from coyote_sdk.protocol import (
     ProtocolError,
     now_ms,
 )
+from coyote_sdk.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from coyote_executor.service import Executor
 
 log = logging.getLogger("coyote.executor")
+
+_CLOSE_WITHIN_S = 5.0
+"""How long closing waits for the documents' watcher to end."""
 
 _RESTART_FIELDS = ("broker", "venue", "currency", "credentials", "options")
 """What a running executor does not change under an account's open orders. The broker options
@@ -272,9 +276,7 @@ class RemoteAccounts:
     async def close(self) -> None:
         """Stops following the documents; closes the brokers of accounts added while running."""
         if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+            await cancel_and_wait([self._watcher], within=_CLOSE_WITHIN_S, log=log)
         for broker in self._brokers:
             await broker.close()
 

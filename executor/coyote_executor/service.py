@@ -112,6 +112,7 @@ from coyote_sdk.protocol import (
     now_ms,
     report_for,
 )
+from coyote_sdk.tasks import cancel_and_wait
 from coyote_sdk.tracing import traceparent_of
 
 log = logging.getLogger("coyote.executor")
@@ -120,6 +121,8 @@ _T = TypeVar("_T")
 _SIDE = {Side.BUY: 1, Side.SELL: -1}
 _HALTED = REASON_CODES["risk.halted"]
 _OWNERSHIP_DOUBT_S = 5.0
+_STOP_TASKS_WITHIN_S = 5.0
+"""How long a stopping executor waits for its kill-switch watcher to end."""
 """Longer than this between polling the intents and sending them to a broker, and the executor
 first proves it was not fenced meanwhile (half the consumer group's 10 s session)."""
 _CIRCUIT_PROBE_S = 1.0
@@ -382,9 +385,7 @@ class Executor:
         finally:
             self.health.stopping = True
             await self._settle_tail()
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await cancel_and_wait([watcher], within=_STOP_TASKS_WITHIN_S, log=log)
             for broker in brokers:
                 await broker.close()
             await self._consumer.stop()

@@ -9,7 +9,10 @@ from typing import Any
 
 
 async def cancel_and_wait(
-    tasks: Collection[asyncio.Task[Any]], *, within: float, log: logging.Logger
+    tasks: Collection[asyncio.Task[Any]],
+    *,
+    within: float,
+    log: logging.Logger | logging.LoggerAdapter[Any],
 ) -> None:
     """Cancels ``tasks`` and waits for them to end, at most ``within`` seconds in all.
 
@@ -23,7 +26,7 @@ async def cancel_and_wait(
         task.cancel()
     done, stuck = await asyncio.wait(tasks, timeout=within)
     for task in stuck:
-        log.warning("%s did not stop within %.0f s; left", task.get_name(), within)
+        log.warning("%s did not stop within %g s; left", task.get_name(), within)
     for task in done:
         if not task.cancelled() and task.exception() is not None:
             log.warning("%s ended on an error", task.get_name(), exc_info=task.exception())

@@ -57,10 +57,14 @@ from coyote_sdk.protocol import (
     Trade,
 )
 from coyote_sdk.state import RedisState
+from coyote_sdk.tasks import cancel_and_wait
 from coyote_sdk.tracing import context_from_headers, headers_of
 
 logger = logging.getLogger("coyote.runtime")
 _MAX_FLUSH_ROUNDS = 10
+_STOP_TASKS_WITHIN_S = 5.0
+"""How long a stopping runtime waits for its background tasks (market data, flag, heartbeat,
+reports, portfolio) to end."""
 _HISTORY_SEED = 500
 """Bars read per symbol on a bot's first history() call, kept and extended in memory."""
 bot_logger = logging.getLogger("coyote.bot")
@@ -311,11 +315,7 @@ class BotRuntime:
             await self._dispatch_events(context, producer)
             await self._shut_down(context, producer)
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(tasks, within=_STOP_TASKS_WITHIN_S, log=self._log)
             self.bot._bind(None)
             with contextlib.suppress(redis.RedisError, OSError):
                 await self._save_portfolio(client)
