@@ -22,6 +22,7 @@ The server is off unless ``COYOTE_EXECUTOR_HEALTH_PORT`` is set (the Helm chart 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -146,10 +147,17 @@ class ExecutorHealth:
 
     def reported(self, reports: Iterable[ExecutionReport]) -> None:
         """Counts execution reports about to be recorded, and the rejections among them."""
+        # Counted first, then added per label: a labelled child's lookup costs ~1 us.
+        kinds: collections.Counter[str] = collections.Counter()
+        codes: collections.Counter[str] = collections.Counter()
         for report in reports:
-            self.reports.labels(report.exec_type.value).inc()
+            kinds[report.exec_type.value] += 1
             if report.reject_code is not None:
-                self.rejections.labels(report.reject_code).inc()
+                codes[report.reject_code] += 1
+        for kind, count in kinds.items():
+            self.reports.labels(kind).inc(count)
+        for code, count in codes.items():
+            self.rejections.labels(code).inc(count)
 
     @contextlib.contextmanager
     def broker_call(self, broker: str, call: str) -> Iterator[None]:

@@ -253,7 +253,7 @@ class _Step:
             (
                 self.reports_topic,
                 report.account_id.encode(),
-                protocol.encode(report),
+                self.changes.body(report),
                 _trace_headers(self.traceparent),
             )
         )
@@ -592,8 +592,10 @@ class Executor:
             )
         await self._refresh_prices(fresh, now)
         self._step_spans.clear()
+        actions = collections.Counter(type(intent).__struct_config__.tag for intent, _, _ in fresh)
+        for action, count in actions.items():
+            self.health.intents.labels(action).inc(count)
         for intent, raw, source in fresh:
-            self.health.intents.labels(type(intent).__struct_config__.tag).inc()
             step.source = source
             step.span = self._step_spans[intent.intent_id] = spans[source]
             step.traceparent = traceparent_of(step.span)
@@ -634,7 +636,7 @@ class Executor:
                 (
                     self.options.reports_topic,
                     report.account_id.encode(),
-                    protocol.encode(report),
+                    outcome.body(report),
                     _trace_headers(outcome.traceparents.get(report.report_id)),
                 )
             )
@@ -1663,12 +1665,7 @@ class Executor:
                     self.health.kafka(None)
                     return  # the transaction the old producer failed in had committed
                 async with self._producer.transaction():
-                    for topic, key, value, headers in messages:
-                        delivery = await self._producer.send(
-                            topic, value, key=key, headers=headers or None
-                        )
-                        # A failed delivery fails the transaction, which is what is handled.
-                        delivery.add_done_callback(_consume_outcome)
+                    await self._produce(self._producer, messages)
                     if offsets:
                         await self._producer.send_offsets_to_transaction(
                             offsets, self.options.group_id
@@ -1690,6 +1687,38 @@ class Executor:
                 log.warning("Kafka transaction failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    @staticmethod
+    async def _produce(
+        producer: AIOKafkaProducer,
+        messages: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]],
+    ) -> None:
+        """Adds ``messages`` to the producer's open transaction, each to the partition its key
+        picks (as :meth:`AIOKafkaProducer.send` would), as whole batches per partition.
+
+        Not a ``send`` per message: its partitioner, serialisation and future per message were
+        about a tenth of the executor's CPU at full load.
+        """
+        batches: dict[tuple[str, int], list[tuple[bytes | None, bytes, list[Any]]]] = {}
+        partitions_of: dict[str, list[int]] = {}
+        partition_of: dict[tuple[str, bytes | None], int] = {}
+        for topic, key, value, headers in messages:
+            partition = partition_of.get((topic, key))
+            if partition is None:
+                every = partitions_of.get(topic)
+                if every is None:
+                    every = partitions_of[topic] = sorted(await producer.partitions_for(topic))
+                partition = partition_of[(topic, key)] = _PARTITIONER(key, every, every)
+            batches.setdefault((topic, partition), []).append((key, value, headers))
+        for (topic, partition), records in batches.items():
+            batch = producer.create_batch()
+            for key, value, headers in records:
+                while batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                    if batch.record_count() == 0:
+                        raise KafkaError(f"a record of {len(value)} bytes exceeds a batch")
+                    await _send_batch(producer, batch, topic, partition)
+                    batch = producer.create_batch()
+            await _send_batch(producer, batch, topic, partition)
 
     async def _renew_producer(self, failure: BaseException) -> None:
         """Replaces a transactional producer that failed for good with a new one under the same
@@ -1828,6 +1857,8 @@ class _Rebalance(ConsumerRebalanceListener):
         self._executor._assigned = set(assigned)
 
 
+_PARTITIONER = DefaultPartitioner()
+"""The producer's own partitioner (murmur2 of the key), for records added in batches."""
 _TRACE_HEADER_NAMES = (protocol.TRACEPARENT_HEADER, protocol.TRACESTATE_HEADER)
 
 
@@ -1953,6 +1984,13 @@ def _producer_failure(producer: AIOKafkaProducer) -> BaseException | None:
     if task is None or not task.done() or task.cancelled():
         return None
     return task.exception()
+
+
+async def _send_batch(producer: AIOKafkaProducer, batch: Any, topic: str, partition: int) -> None:
+    batch.close()  # nothing else may be added to it (aiokafka's ``send`` would, to an open one)
+    delivery = await producer.send_batch(batch, topic, partition=partition)
+    # A failed delivery fails the transaction, which is what is handled.
+    delivery.add_done_callback(_consume_outcome)
 
 
 def _consume_outcome(future: asyncio.Future[Any]) -> None:

@@ -69,6 +69,8 @@ class Changes:
     reports: list[ExecutionReport] = dataclasses.field(default_factory=list)
     traceparents: dict[uuid.UUID, str] = dataclasses.field(default_factory=dict)
     """The ``traceparent`` each report (by report id) is published with, if any."""
+    bodies: dict[uuid.UUID, bytes] = dataclasses.field(default_factory=dict)
+    """Each report encoded (by report id), as recorded and published: encoded once."""
     with_offsets: bool = True
     """Whether the reports go out in the Kafka transaction that commits the offsets of the
     intents that caused them (then a redelivered intent re-publishes them), or are late events
@@ -78,6 +80,13 @@ class Changes:
         return bool(
             self.intents or self.new_orders or self.updated_orders or self.fills or self.reports
         )
+
+    def body(self, report: ExecutionReport) -> bytes:
+        """``report`` encoded (one of :attr:`reports`)."""
+        body = self.bodies.get(report.report_id)
+        if body is None:
+            body = self.bodies[report.report_id] = protocol.encode(report)
+        return body
 
     def update(self, order: LiveOrder) -> None:
         self.updated_orders[str(order.order_id)] = order
@@ -436,7 +445,7 @@ class Store:
                         "account_id": r.account_id,
                         "ts_ms": r.ts_ms,
                         "exec_type": r.exec_type.value,
-                        "body": protocol.encode(r),
+                        "body": changes.body(r),
                         "with_offsets": changes.with_offsets,
                         "published": changes.with_offsets,
                         "traceparent": changes.traceparents.get(r.report_id),

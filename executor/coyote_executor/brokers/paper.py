@@ -123,11 +123,19 @@ class _PaperOrder(msgspec.Struct, kw_only=True):
 
     @property
     def filled(self) -> Decimal:
-        return sum((f.quantity for f in self.fills), ZERO)
+        fills = self.fills
+        if len(fills) < 2:  # most orders: a generator's sum costs several times as much
+            return fills[0].quantity if fills else ZERO
+        return sum((f.quantity for f in fills), ZERO)
 
     def state(self) -> BrokerOrderState:
-        filled = self.filled
-        average = sum((f.quantity * f.price for f in self.fills), ZERO) / filled if filled else None
+        fills = self.fills
+        average: Decimal | None
+        if len(fills) == 1:
+            filled, average = fills[0].quantity, fills[0].price
+        else:
+            filled = self.filled
+            average = sum((f.quantity * f.price for f in fills), ZERO) / filled if filled else None
         return BrokerOrderState(
             client_order_id=self.client_order_id,
             status=self.status,
