@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 _SCHEMA_LOCK = 0x636F796F7465  # "coyote": the PostgreSQL advisory lock of create_schema
 
 ZERO = Decimal(0)
+_EMPTY_BOOK = (ZERO, ZERO, ZERO, 0)
+"""A book before its first fill: net quantity, net cash before fees, realised PnL, last fill."""
 _MUTABLE = (
     "status",
     "quantity",
@@ -362,7 +364,11 @@ class Store:
         fills = Fill.__table__  # type: ignore[attr-defined]
         positions = Position.__table__  # type: ignore[attr-defined]
         balances = Balance.__table__  # type: ignore[attr-defined]
-        books: dict[tuple[str, str, str], tuple[Book, int]] = {}
+        # A book is summed, not replayed (Book.of_totals): average cost depends on the order
+        # fills were booked in, which the executor's steps decide (a broker's late fill is
+        # booked after fills of a later time) and no column records but the realised PnL each
+        # fill booked (which the rollup and the reports sum too).
+        books: dict[tuple[str, str, str], tuple[Decimal, Decimal, Decimal, int]] = {}
         cash: dict[tuple[str, str], tuple[Decimal, Decimal, int]] = {}
         query = sa.select(
             fills.c.account_id,
@@ -372,34 +378,39 @@ class Store:
             fills.c.quantity,
             fills.c.price,
             fills.c.fee,
+            fills.c.realized_pnl,
             fills.c.ts_ms,
-        ).order_by(fills.c.ts_ms, fills.c.fill_id)
+        )
         rows = conn.execute(query.execution_options(yield_per=10_000))
-        for account_id, bot_id, symbol, side, quantity, price, fee, ts_ms in rows:
-            book, _ = books.get((account_id, bot_id, symbol), (Book(symbol), 0))
+        for account_id, bot_id, symbol, side, quantity, price, fee, realized, ts_ms in rows:
             signed = quantity if side == "buy" else -quantity
-            book.book(signed, price)
-            books[(account_id, bot_id, symbol)] = (book, ts_ms)
-            flow, fees, _ = cash.get((account_id, bot_id), (ZERO, ZERO, 0))
-            cash[(account_id, bot_id)] = (flow - signed * price - fee, fees + fee, ts_ms)
+            held, flow, booked, last = books.get((account_id, bot_id, symbol), _EMPTY_BOOK)
+            books[(account_id, bot_id, symbol)] = (
+                held + signed,
+                flow - signed * price,
+                booked + realized,
+                max(last, ts_ms),
+            )
+            flow, fees, last = cash.get((account_id, bot_id), (ZERO, ZERO, 0))
+            cash[(account_id, bot_id)] = (flow - signed * price - fee, fees + fee, max(last, ts_ms))
         conn.execute(positions.delete())
         conn.execute(balances.delete())
         if books:
-            conn.execute(
-                positions.insert(),
-                [
+            position_rows = []
+            for (account_id, bot_id, symbol), (held, flow, booked, last) in books.items():
+                book = Book.of_totals(symbol, held, flow, booked)
+                position_rows.append(
                     {
-                        "account_id": key[0],
-                        "bot_id": key[1],
-                        "symbol": key[2],
+                        "account_id": account_id,
+                        "bot_id": bot_id,
+                        "symbol": symbol,
                         "quantity": book.quantity,
                         "average_price": book.average_price,
                         "realized_pnl": book.realized_pnl,
-                        "updated_ms": ts_ms,
+                        "updated_ms": last,
                     }
-                    for key, (book, ts_ms) in books.items()
-                ],
-            )
+                )
+            conn.execute(positions.insert(), position_rows)
             conn.execute(
                 balances.insert(),
                 [
@@ -518,13 +529,16 @@ class Store:
             [p.model_dump() for k, p in books.items() if k in existing],
         )
         current = {
-            (row.account_id, row.bot_id): (row.cash, row.fees)
+            (row.account_id, row.bot_id): (row.cash, row.fees, row.updated_ms)
             for row in bulk.select_rows(
                 conn,
                 balances,
                 ("account_id", "bot_id"),
                 list(cash),
-                columns=[balances.c[name] for name in ("account_id", "bot_id", "cash", "fees")],
+                columns=[
+                    balances.c[name]
+                    for name in ("account_id", "bot_id", "cash", "fees", "updated_ms")
+                ],
             )
         }
         bulk.insert_rows(
@@ -547,7 +561,8 @@ class Store:
                     "bot_id": b,
                     "cash": current[(a, b)][0] + flow,
                     "fees": current[(a, b)][1] + fees,
-                    "updated_ms": ts,
+                    # The latest fill's time, as a position's: a late fill is of an earlier one.
+                    "updated_ms": max(current[(a, b)][2], ts),
                 }
                 for (a, b), (flow, fees, ts) in cash.items()
                 if (a, b) in current

@@ -719,19 +719,30 @@ class Reports:
                         _decimal(row["realized_pnl"]),
                     )
             else:
-                # Positions then: the fills up to that time replayed at average cost, as the
-                # executor booked them.
-                query = (
-                    sa.select(
-                        f.c.account_id, f.c.bot_id, f.c.symbol, f.c.side, f.c.quantity, f.c.price
-                    )
-                    .where(*scope.where(f), f.c.ts_ms <= as_of_ms)
-                    .order_by(f.c.ts_ms, f.c.fill_id)
-                )
-                for account_id, bot_id, symbol, side, quantity, price in conn.execute(query):
-                    book = books.setdefault((account_id, bot_id, symbol), Book(symbol))
+                # Positions then: the sums of the fills up to that time, as the executor booked
+                # them (Book.of_totals: a replay by time would book a late fill out of turn).
+                query = sa.select(
+                    f.c.account_id,
+                    f.c.bot_id,
+                    f.c.symbol,
+                    f.c.side,
+                    f.c.quantity,
+                    f.c.price,
+                    f.c.realized_pnl,
+                ).where(*scope.where(f), f.c.ts_ms <= as_of_ms)
+                totals: dict[tuple[str, str, str], tuple[Decimal, Decimal, Decimal]] = {}
+                for account_id, bot_id, symbol, side, quantity, price, realized in conn.execute(
+                    query
+                ):
                     signed = _decimal(quantity) if side == "buy" else -_decimal(quantity)
-                    book.book(signed, _decimal(price))
+                    held, cash, booked = totals.get((account_id, bot_id, symbol), (ZERO,) * 3)
+                    totals[(account_id, bot_id, symbol)] = (
+                        held + signed,
+                        cash - signed * _decimal(price),
+                        booked + _decimal(realized),
+                    )
+                for key, (held, cash, booked) in totals.items():
+                    books[key] = Book.of_totals(key[2], held, cash, booked)
             last = self._last_prices(conn, Scope(scope.org), {k[2] for k in books}, as_of_ms)
         rows = []
         for (account_id, bot_id, symbol), book in sorted(books.items()):

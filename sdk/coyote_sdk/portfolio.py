@@ -33,6 +33,21 @@ class Position:
     realized_pnl: Decimal = ZERO
     """Gross of fees; fees are kept in :attr:`Portfolio.fees`."""
 
+    @classmethod
+    def of_totals(
+        cls, symbol: str, quantity: Decimal, cash: Decimal, realized: Decimal
+    ) -> Position:
+        """The position its fills left, from their sums alone: net ``quantity``, net ``cash``
+        before fees (sells minus buys) and the ``realized`` PnL each fill booked.
+
+        Average cost keeps ``cash + quantity x average_price - realized`` at zero through every
+        fill (flips included), so the average price follows from the sums: unlike a replay of
+        the fills, this does not depend on the order they are taken in, only on the order they
+        were booked in, which their realised PnL records.
+        """
+        average = (realized - cash) / quantity if quantity else ZERO
+        return cls(symbol, quantity, average, realized)
+
     def unrealized_pnl(self, mark: Decimal) -> Decimal:
         return self.quantity * (mark - self.average_price)
 

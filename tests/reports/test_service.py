@@ -155,6 +155,22 @@ def test_positions_now_and_as_of_a_time(ledger: Ledger, reports: Reports) -> Non
     ] == [("BTCUSD", 2, 101, 102, 2), ("ETHUSD", 10, 20, 20, 0)]
 
 
+def test_positions_as_of_a_time_are_as_booked_when_a_late_fill_was_booked_out_of_turn(
+    ledger: Ledger, reports: Reports
+) -> None:
+    # The executor books a broker's late fill (here the buy of T0+2m) after fills of a later
+    # time; a replay of the fills by time would give another average and realised PnL.
+    ledger.order("acme.paper", "acme.alpha", "BTCUSD", "buy", [("1", "100", "0", T0 + MINUTE)])
+    ledger.order("acme.paper", "acme.alpha", "BTCUSD", "sell", [("1", "120", "0", T0 + 3 * MINUTE)])
+    ledger.order("acme.paper", "acme.alpha", "BTCUSD", "buy", [("1", "110", "0", T0 + 2 * MINUTE)])
+
+    now = reports.positions(ALPHA)
+    then = reports.positions(ALPHA, as_of_ms=T0 + 10 * MINUTE)
+
+    assert [(p.quantity, p.average_price, p.realized_pnl) for p in now.positions] == [(1, 110, 20)]
+    assert [(p.quantity, p.average_price, p.realized_pnl) for p in then.positions] == [(1, 110, 20)]
+
+
 def test_fills_and_orders_page_newest_first_with_cursors(ledger: Ledger, reports: Reports) -> None:
     known_sequence(ledger)
 

@@ -6,9 +6,11 @@ from decimal import Decimal
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from coyote_sdk import portfolio as portfolio_module
-from coyote_sdk.portfolio import Portfolio, decode_snapshot, encode_snapshot
+from coyote_sdk.portfolio import Portfolio, Position, decode_snapshot, encode_snapshot
 from coyote_sdk.protocol import (
     ExecType,
     ExecutionReport,
@@ -69,6 +71,35 @@ def test_average_cost_realised_pnl_and_a_flip() -> None:
     marks = {"EURUSD": Decimal("13.5")}
     assert portfolio.equity(marks) - portfolio.initial_cash == portfolio.pnl(marks)
     assert portfolio.unrealized_pnl(marks) == Decimal(1)
+
+
+_FILLS = st.lists(
+    st.tuples(
+        st.integers(-50, 50).filter(bool).map(Decimal),  # signed quantity
+        st.integers(1, 10_000).map(lambda n: Decimal(n) / 100),  # price
+    ),
+    max_size=30,
+)
+
+
+@given(_FILLS)
+def test_a_position_follows_from_its_fills_sums_and_realised_pnl(
+    fills: list[tuple[Decimal, Decimal]],
+) -> None:
+    # What rebuilds a book (the executor's rebuild, positions as of a past time) without
+    # knowing the order its fills were booked in: only their realised PnL records it.
+    booked = Position("EURUSD")
+    realized = cash = quantity = Decimal(0)
+    for signed, price in fills:
+        realized += booked.book(signed, price)
+        cash -= signed * price
+        quantity += signed
+
+    summed = Position.of_totals("EURUSD", quantity, cash, realized)
+
+    assert (summed.quantity, summed.realized_pnl) == (booked.quantity, booked.realized_pnl)
+    # The running average is rounded at each fill (28 digits); the sums are exact.
+    assert abs(summed.average_price - booked.average_price) < Decimal("1e-18")
 
 
 def test_a_replayed_fill_is_applied_once() -> None:
