@@ -128,9 +128,19 @@ class Portfolio:
             position = self.positions[symbol] = Position(symbol)
         return position
 
+    @property
+    def unfinished_orders(self) -> set[uuid.UUID]:
+        """Orders not known to be done: open at the broker, or sent by this process and not
+        answered yet."""
+        return self.open_orders.keys() | self._sent.keys()
+
     def track(self, intent: NewOrder) -> None:
         """Remembers an order this process sent, so its open order carries its prices."""
         self._sent[intent.intent_id] = intent
+
+    def forget(self, intent_id: uuid.UUID) -> None:
+        """Forgets an order tracked but never sent (dropped before it left)."""
+        self._sent.pop(intent_id, None)
 
     def apply(self, report: ExecutionReport) -> Fill | None:
         """Updates the portfolio from one report; returns the fill it carried, if any.

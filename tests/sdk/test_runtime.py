@@ -18,7 +18,7 @@ from coyote_sdk.control import clear_control_flag, set_control_flag
 from coyote_sdk.dev import Stack, ensure_topics
 from coyote_sdk.marketdata import MarketDataWriter
 from coyote_sdk.protocol import BotState, OrderStatus, RuntimeState, Side, Timeframe
-from coyote_sdk.runtime import BotRuntime
+from coyote_sdk.runtime import BotRuntime, SavedPortfolio
 from tests.ports import free_ports
 from tests.sdk._runtime_harness import (
     MINUTE,
@@ -176,6 +176,55 @@ async def test_reports_drive_on_fill_and_the_portfolio_is_rebuilt_after_a_restar
     assert runtime.portfolio.position("GOOG").average_price == Decimal("101.5")
     assert runtime.portfolio.cash == Decimal("-508.0")
     assert restarted.fills == []  # replayed history updates the portfolio, not the handlers
+
+
+async def test_a_stopping_bot_waits_for_the_answers_to_its_orders_in_flight_and_saves_them(
+    harness: Harness,
+) -> None:
+    # The demo's market maker: fills of orders sent just before the stop reached Kafka after
+    # the runtime had saved its portfolio, so they counted in the next run's figures.
+    set_control_flag(harness.redis, harness.bot_id, BotState.RUNNING)
+    bot = Buyer()
+    runtime = harness.start(bot)
+    await until_state(harness, RuntimeState.RUNNING)
+    publish_bars(harness, 1)
+    await eventually(lambda: has(harness, 1))
+    (order,) = harness.intents
+    assert isinstance(order, protocol.NewOrder)
+
+    set_control_flag(harness.redis, harness.bot_id, BotState.STOPPED)
+    # Its order is still in flight: the runtime cancels what it may leave behind...
+    await eventually(lambda: has(harness, 2))
+    assert isinstance(harness.intents[1], protocol.CancelAll)
+    assert not harness.tasks[0].done()
+    # ...and the executor, which had filled the order first, answers after the stop.
+    await publish_report(harness, filled(order, "101.5"))
+    ended = await asyncio.wait_for(harness.tasks[0], timeout=5)
+
+    assert ended.state is RuntimeState.STOPPED
+    assert [f.order_id for f in bot.fills] == [order.intent_id]
+    assert runtime.portfolio.unfinished_orders == set()
+    raw = harness.redis.get(protocol.portfolio_key(harness.bot_id))
+    assert raw is not None
+    saved = protocol.decode(raw, SavedPortfolio)
+    (position,) = saved.portfolio.positions
+    assert (position.symbol, position.quantity) == ("GOOG", Decimal(1))
+
+
+async def test_a_stopping_bot_waits_for_unanswered_orders_no_longer_than_stop_drain_s(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    set_control_flag(harness.redis, harness.bot_id, BotState.RUNNING)
+    harness.start(Buyer(), stop_drain_s=0.5)
+    await until_state(harness, RuntimeState.RUNNING)
+    publish_bars(harness, 1)
+    await eventually(lambda: has(harness, 1))
+
+    set_control_flag(harness.redis, harness.bot_id, BotState.STOPPED)  # no executor answers
+    ended = await asyncio.wait_for(harness.tasks[0], timeout=5)
+
+    assert ended.state is RuntimeState.STOPPED
+    assert "stopping with 1 orders unanswered after 0.5 s" in caplog.text
 
 
 async def test_a_restart_resumes_from_the_saved_portfolio_even_after_retention_deleted_the_reports(

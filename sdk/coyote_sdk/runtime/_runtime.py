@@ -90,6 +90,9 @@ class RuntimeOptions:
         release: The release the runtime was launched from, for its heartbeat.
         portfolio_save_s: Seconds between saves of the portfolio to Redis (and one at the
             end), from which the next start resumes instead of replaying every report.
+        stop_drain_s: How long a stopping runtime waits for the answers to the orders it left
+            open or in flight (their last fills, the shutdown's cancels), so the portfolio it
+            saves at the end holds them; what comes later is replayed at the next start.
         intents_topic, reports_topic: The protocol's topics; other names only for isolated
             tests.
     """
@@ -105,6 +108,7 @@ class RuntimeOptions:
     flag_stale_s: float = 3.0
     release: str | None = None
     portfolio_save_s: float = 30.0
+    stop_drain_s: float = 5.0
     intents_topic: str = protocol.INTENTS_TOPIC.name
     reports_topic: str = protocol.EXECUTION_REPORTS_TOPIC.name
 
@@ -374,6 +378,13 @@ class BotRuntime:
         headers: Any = None,
         offset: int | None = None,
     ) -> None:
+        await self._apply_report(report, headers=headers, offset=offset)
+        await self._flush(context, producer)
+
+    async def _apply_report(
+        self, report: ExecutionReport, *, headers: Any = None, offset: int | None = None
+    ) -> None:
+        """Books ``report`` in the portfolio and runs the bot's handlers on it."""
         # In the trace of the order the report is about (its Kafka headers carry it); what the
         # bot sends in answer starts traces of its own, linked to this span.
         span = tracer.start_span(
@@ -400,12 +411,12 @@ class BotRuntime:
             await self._call("on_order_update", report)
             if fill is not None:
                 await self._call("on_fill", report)
-            await self._flush(context, producer)
 
     async def _shut_down(self, context: _LiveContext, producer: AIOKafkaProducer) -> None:
         self._set_state(RuntimeState.STOPPING, self._exit.reason if self._exit else None)
-        if self.portfolio.open_orders:
-            # Leaving orders behind a stopped bot would leave risk nobody manages.
+        if self.portfolio.unfinished_orders:
+            # Leaving orders behind a stopped bot would leave risk nobody manages; one still in
+            # flight may rest at the broker too.
             cancel = CancelAll(
                 intent_id=protocol.new_intent_id(),
                 ts_ms=protocol.now_ms(),
@@ -414,9 +425,40 @@ class BotRuntime:
             )
             with contextlib.suppress(KafkaError):
                 await self._produce(producer, cancel)
-        context.outbox.clear()
+        self._drop_outbox(context)
+        await self._drain_reports(context)
         await self._call("on_stop")
-        context.outbox.clear()  # nothing leaves after on_stop: the bot is stopping
+        self._drop_outbox(context)  # nothing leaves after on_stop: the bot is stopping
+
+    def _drop_outbox(self, context: _LiveContext) -> None:
+        """Drops what the bot ordered and will not be sent: no answer is awaited for it."""
+        for intent in context.outbox:
+            self.portfolio.forget(intent.intent_id)
+        context.outbox.clear()
+
+    async def _drain_reports(self, context: _LiveContext) -> None:
+        """Applies the reports of the orders still open or in flight as the bot stops, for at
+        most ``stop_drain_s``: intents are handled in order on the account's partition, so once
+        the shutdown's cancel is answered none of them fills any more. The bot's handlers see
+        these reports; what they order is not sent (the bot is stopping)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.stop_drain_s
+        while self.portfolio.unfinished_orders:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    kind, payload = await self._events.get()
+            except TimeoutError:
+                self._log.warning(
+                    "stopping with %d orders unanswered after %g s; the next start replays "
+                    "their reports",
+                    len(self.portfolio.unfinished_orders),
+                    self.options.stop_drain_s,
+                )
+                return
+            if kind == "report":
+                report, headers, offset = payload
+                await self._apply_report(report, headers=headers, offset=offset)
+                self._drop_outbox(context)
 
     # -- handlers ---------------------------------------------------------------------------
 
@@ -469,7 +511,7 @@ class BotRuntime:
             len(context.outbox),
             _MAX_FLUSH_ROUNDS,
         )
-        context.outbox.clear()
+        self._drop_outbox(context)
 
     async def _produce(self, producer: AIOKafkaProducer, intent: OrderIntent) -> None:
         # Every intent starts a trace of its own, which the executor continues through the
