@@ -121,10 +121,10 @@ _T = TypeVar("_T")
 _SIDE = {Side.BUY: 1, Side.SELL: -1}
 _HALTED = REASON_CODES["risk.halted"]
 _OWNERSHIP_DOUBT_S = 5.0
-_STOP_TASKS_WITHIN_S = 5.0
-"""How long a stopping executor waits for its kill-switch watcher to end."""
 """Longer than this between polling the intents and sending them to a broker, and the executor
 first proves it was not fenced meanwhile (half the consumer group's 10 s session)."""
+_STOP_TASKS_WITHIN_S = 5.0
+"""How long a stopping executor waits for its kill-switch watcher to end."""
 _CIRCUIT_PROBE_S = 1.0
 """How often reconciliation asks the broker of an account halted by its broker circuit (or not
 yet reconciled) whether it is back."""
