@@ -781,7 +781,7 @@ class Executor:
         step.decided(intent, raw, now, order_id=str(intent.intent_id))
         step.changes.new_orders.append(order)
         step.actions.append((intent, order))
-        self._orders[str(order.order_id)] = order
+        self._orders[order.key] = order
 
     def _check_replace(
         self, account: _Account, order: LiveOrder, intent: ReplaceOrder, now: int
@@ -926,7 +926,7 @@ class Executor:
         account = self._accounts[order.intent.account_id]
         try:
             with self._timed(account, "cancel"):
-                state = await account.broker.cancel(order.intent.account_id, str(order.order_id))
+                state = await account.broker.cancel(order.intent.account_id, order.key)
         except UnknownOrder as exc:
             self._refuse_action(intent, order, outcome, now, "order.not_open", str(exc))
             return
@@ -945,7 +945,7 @@ class Executor:
             with self._timed(account, "replace"):
                 state = await account.broker.replace(
                     order.intent.account_id,
-                    str(order.order_id),
+                    order.key,
                     quantity=intent.quantity,
                     limit_price=intent.limit_price,
                     stop_price=intent.stop_price,
@@ -1029,7 +1029,7 @@ class Executor:
                 if order.status.is_terminal and order.status is not OrderStatus.FILLED:
                     slot.release(side, float(order.quantity - order.filled_quantity))
         if order.status.is_terminal:
-            self._orders.pop(str(order.order_id), None)
+            self._orders.pop(order.key, None)
         return result
 
     def _trace(
@@ -1175,7 +1175,7 @@ class Executor:
         await self._mark_day(account)  # a loss of earlier today binds from the first intent on
         open_orders = await self._durably(lambda: self._store.open_orders([account_id]), stop)
         for order in open_orders:
-            self._orders[str(order.order_id)] = order
+            self._orders[order.key] = order
             slot = engine.slot(order.intent.bot_id, order.intent.symbol)
             if slot is not None:
                 slot.reserve(
@@ -1254,7 +1254,7 @@ class Executor:
         max_age = self.options.max_intent_age_ms
         unsent: list[LiveOrder] = []
         for order in [o for o in list(self._orders.values()) if o.intent.account_id == account_id]:
-            key = str(order.order_id)
+            key = order.key
             state = working.pop(key, None)
             if state is None:
                 with self._timed(account, "lookup"):
@@ -1875,7 +1875,7 @@ def _trace_headers(traceparent: str | None) -> list[tuple[str, bytes]]:
 def _broker_order(order: LiveOrder) -> BrokerOrder:
     intent = order.intent
     return BrokerOrder(
-        client_order_id=str(intent.intent_id),
+        client_order_id=order.key,
         account_id=intent.account_id,
         symbol=intent.symbol,
         side=intent.side,

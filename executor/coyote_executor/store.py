@@ -91,7 +91,7 @@ class Changes:
         return body
 
     def update(self, order: LiveOrder) -> None:
-        self.updated_orders[str(order.order_id)] = order
+        self.updated_orders[order.key] = order
 
     def frozen(self) -> Changes:
         """These changes with copies of their orders: written later, by another task, they
@@ -505,7 +505,7 @@ class Store:
                     "account_id": intent.account_id,
                     "fill_id": fill.fill_id,
                     "ts_ms": fill.ts_ms,
-                    "order_id": str(intent.intent_id),
+                    "order_id": event_.order.key,
                     "bot_id": intent.bot_id,
                     "symbol": intent.symbol,
                     "side": intent.side.value,
@@ -599,7 +599,7 @@ def intent_row(
 
 
 def _ids(orders: list[LiveOrder]) -> set[str]:
-    return {str(o.order_id) for o in orders}
+    return {o.key for o in orders}
 
 
 def _mutable(order: LiveOrder) -> dict[str, Any]:
@@ -620,7 +620,7 @@ def _mutable(order: LiveOrder) -> dict[str, Any]:
 def _order_row(order: LiveOrder) -> dict[str, Any]:
     intent = order.intent
     return {
-        "order_id": str(intent.intent_id),
+        "order_id": order.key,
         "account_id": intent.account_id,
         "bot_id": intent.bot_id,
         "symbol": intent.symbol,
