@@ -353,7 +353,11 @@ class Store:
     def rebuild_derived(self) -> None:
         """Rewrites the state derived from the fills (positions, balances, the hourly rollup)
         from the fills alone, in one transaction: for fills written by other means than
-        :meth:`apply` (bulk loads, repairs). The executor must not run meanwhile."""
+        :meth:`apply` (bulk loads, repairs). The executor must not run meanwhile.
+
+        Each fill's ``realized_pnl`` is taken as booked (it records the order fills were
+        booked in, which average cost depends on): fills loaded by other means must carry it.
+        """
         with self.engine.begin() as conn:
             self._rebuild_derived(conn)
 
