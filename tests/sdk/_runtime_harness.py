@@ -106,6 +106,8 @@ class Harness:
             heartbeat_ttl_s=2.0,
             flag_refresh_s=0.2,
             flag_stale_s=1.0,
+            # No executor answers the orders of most tests: a stop waits this long for them.
+            stop_drain_s=0.5,
         )
         values.update(overrides)
         return RuntimeOptions(**values)  # type: ignore[arg-type]

@@ -185,7 +185,7 @@ async def test_a_stopping_bot_waits_for_the_answers_to_its_orders_in_flight_and_
     # the runtime had saved its portfolio, so they counted in the next run's figures.
     set_control_flag(harness.redis, harness.bot_id, BotState.RUNNING)
     bot = Buyer()
-    runtime = harness.start(bot)
+    runtime = harness.start(bot, stop_drain_s=10)
     await until_state(harness, RuntimeState.RUNNING)
     publish_bars(harness, 1)
     await eventually(lambda: has(harness, 1))
