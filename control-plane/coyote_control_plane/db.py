@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from coyote_control_plane.models import TABLES
+from coyote_sdk.sqlite import use_wal
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -39,12 +40,8 @@ def make_engine(url: str, *, schema: str | None = None, **kwargs: Any) -> Engine
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-    # The busy time-out first: switching to WAL waits, too, for another connection's write.
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.close()
+    use_wal(connection)
+    connection.execute("PRAGMA foreign_keys=ON")
 
 
 def include_object(

@@ -37,6 +37,7 @@ from coyote_executor.orders import FillEvent, LiveOrder
 from coyote_sdk import protocol
 from coyote_sdk.portfolio import Position as Book
 from coyote_sdk.protocol import ExecutionReport, NewOrder, OrderStatus, OrderType, Side, TimeInForce
+from coyote_sdk.sqlite import use_wal
 
 log = logging.getLogger(__name__)
 
@@ -703,9 +704,5 @@ def _add_missing_columns(conn: sa.Connection, tables: Sequence[sa.Table]) -> Non
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers (the reports service) run beside the writer; NORMAL sync in WAL mode
     # survives a process crash (kill -9) without an fsync per transaction.
-    # The busy time-out first: switching to WAL waits, too, for another connection's write.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+    use_wal(dbapi_connection)
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")

@@ -22,6 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from coyote_sdk.sqlite import BUSY_TIMEOUT_MS
+
 __all__ = ["Dialect", "make_engine"]
 
 _CONTEXT = decimal.Context(prec=60)
@@ -56,9 +58,7 @@ class _DecimalSumOfProducts:
 def _sqlite_functions(connection: Any, _record: Any) -> None:
     connection.create_aggregate("dsum", 1, _DecimalSum)
     connection.create_aggregate("dsumprod", 2, _DecimalSumOfProducts)
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
+    connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def make_engine(url: str, *, schema: str | None = None) -> Engine:
