@@ -24,7 +24,10 @@ schema each); the best run counts (for latency, the run with the lowest p99). In
 - latency: 10 s at a fixed 100 intents/s, then 10 s at 1,000/s; for each intent, report
   arrival - send; p50 and p99 at each rate;
 - throughput: 50,000 intents over 48 accounts (every partition of the protocol's 12) sent as
-  fast as the producer goes; intents/s = 50,000 / (last terminal report - first send).
+  fast as the producer goes; intents/s = 50,000 / (last terminal report - first send). The CPU
+  time every process on the machine spent meanwhile is read from ``/proc`` and divided by the
+  intents (:class:`CpuMeter`): what an intent costs the machine, and so the most its cores
+  could carry.
 
 Every intent must come back filled: a rejection (a risk refusal, a missing price) would be
 cheaper than a fill and flatter the figures, so the run fails instead. For the same reason the
@@ -477,6 +480,65 @@ class RunFigures:
     """How fast the producer took the flood: the driver's own ceiling."""
     latency: dict[int, Latency]
     """By rate (intents/s)."""
+    cpu_us: dict[str, float]
+    """CPU time per intent of the flood, in µs, by process group (:class:`CpuMeter`)."""
+
+
+class CpuMeter:
+    """CPU time (user + system) spent by each group of processes between :meth:`start` and
+    :meth:`stop`, read from ``/proc`` (Linux): the system under test, PostgreSQL, Kafka, Redis,
+    the driver (this process) and the rest of the machine, plus ``machine``, every core's busy
+    time from ``/proc/stat``. Divided by the intents handled, it shows what an intent costs the
+    whole machine, and so the most this machine could handle with every core busy. A process
+    that ends in between is not counted (a process of the stack or the system under test does
+    not)."""
+
+    _COMMANDS = {"postgres": "postgres", "java": "kafka", "redis-server": "redis"}
+
+    def __init__(self, server_pids: Sequence[int]) -> None:
+        self.server_pids = set(server_pids)
+        self._hz = os.sysconf("SC_CLK_TCK")
+        self._started: dict[int | str, tuple[str, int]] = {}
+
+    def start(self) -> None:
+        self._started = self._sample()
+
+    def stop(self, intents: int) -> dict[str, float]:
+        """µs of CPU per intent by group since :meth:`start`."""
+        spent: collections.Counter[str] = collections.Counter()
+        for key, (group, ticks) in self._sample().items():
+            spent[group] += ticks - self._started.get(key, (group, 0))[1]
+        return {
+            group: round(ticks / self._hz * 1e6 / intents, 1)
+            for group, ticks in sorted(spent.items())
+        }
+
+    def _sample(self) -> dict[int | str, tuple[str, int]]:
+        """Each process's group and CPU ticks so far, by pid."""
+        found: dict[int | str, tuple[str, int]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:  # ended meanwhile
+                continue
+            # pid (comm) state ppid ... utime stime: comm may hold spaces and parentheses.
+            command = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            pid = int(entry)
+            if pid in self.server_pids:
+                group = "system under test"
+            elif pid == os.getpid():
+                group = "driver"
+            else:
+                group = self._COMMANDS.get(command, "rest")
+            found[pid] = (group, int(fields[11]) + int(fields[12]))
+        with open("/proc/stat") as cpus:
+            # cpu user nice system idle iowait irq softirq steal ...
+            times = [int(t) for t in cpus.readline().split()[1:9]]
+        found["machine"] = ("machine", sum(times) - times[3] - times[4])
+        return found
 
 
 class Setup:
@@ -568,10 +630,13 @@ async def run_once(
             )
 
         flood = driver.intents(FLOOD)
+        meter = CpuMeter([p.pid for p in server.processes])
+        meter.start()
         started = time.perf_counter()
         await driver.send_all(flood)
         sent_in = time.perf_counter() - started
         await driver.wait_answered(flood, server)
+        cpu_us = meter.stop(FLOOD)
         took = max(driver.answered[i] for i, _, _ in flood) - driver.sent[flood[0][0]]
         driver.check_outcomes(expected)
     finally:
@@ -579,7 +644,10 @@ async def run_once(
         server.stop()
         await setup.remove()
     figures = RunFigures(
-        intents_per_s=round(FLOOD / took), send_per_s=round(FLOOD / sent_in), latency=latency
+        intents_per_s=round(FLOOD / took),
+        send_per_s=round(FLOOD / sent_in),
+        latency=latency,
+        cpu_us=cpu_us,
     )
     print(f"  {system:18} {figures}", flush=True)
     return figures
@@ -650,6 +718,9 @@ def main() -> None:
         return
     ours, bare = found["executor"], found["passthrough"]
     bare_rate = max(r.intents_per_s for r in bare)
+    # CPU per intent as the fastest flood of each spent it.
+    our_cpu = max(ours, key=lambda r: r.intents_per_s).cpu_us
+    bare_cpu = max(bare, key=lambda r: r.intents_per_s).cpu_us
     entries = [
         measurement(
             "executor.e2e_intents_per_s",
@@ -671,6 +742,22 @@ def main() -> None:
             "intents/s",
             "the pass-through with transactions",
             bare_rate,
+        ),
+    ]
+    entries += [
+        measurement(
+            "executor.e2e_machine_cpu_us_per_intent",
+            our_cpu["machine"],
+            "us/intent",
+            "the same pass-through (every process on the machine: Kafka, the driver, ...)",
+            bare_cpu["machine"],
+        ),
+        measurement(
+            "executor.e2e_process_cpu_us_per_intent",
+            our_cpu["system under test"],
+            "us/intent",
+            "the pass-through's process",
+            bare_cpu["system under test"],
         ),
     ]
     for rate in RATES:
