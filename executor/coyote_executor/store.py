@@ -35,6 +35,7 @@ from coyote_executor.models import (
 )
 from coyote_executor.orders import FillEvent, LiveOrder
 from coyote_sdk import protocol
+from coyote_sdk.portfolio import FillTotals
 from coyote_sdk.portfolio import Position as Book
 from coyote_sdk.protocol import ExecutionReport, NewOrder, OrderStatus, OrderType, Side, TimeInForce
 from coyote_sdk.sqlite import use_wal
@@ -44,8 +45,6 @@ log = logging.getLogger(__name__)
 _SCHEMA_LOCK = 0x636F796F7465  # "coyote": the PostgreSQL advisory lock of create_schema
 
 ZERO = Decimal(0)
-_EMPTY_BOOK = (ZERO, ZERO, ZERO, 0)
-"""A book before its first fill: net quantity, net cash before fees, realised PnL, last fill."""
 _MUTABLE = (
     "status",
     "quantity",
@@ -329,22 +328,20 @@ class Store:
     def verify_positions(self, account_id: str) -> list[str]:
         """Recomputes every position of the account from its fills; returns each mismatch."""
         fills = Fill.__table__  # type: ignore[attr-defined]
-        books: dict[tuple[str, str], Book] = {}
+        net: dict[tuple[str, str], Decimal] = {}
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(fills)
-                .where(fills.c.account_id == account_id)
-                .order_by(fills.c.ts_ms, fills.c.fill_id)
-            ).mappings()
-            for row in rows:
-                key = (row["bot_id"], row["symbol"])
-                book = books.setdefault(key, Book(row["symbol"]))
-                signed = row["quantity"] if row["side"] == "buy" else -row["quantity"]
-                book.book(signed, row["price"])
+                sa.select(fills.c.bot_id, fills.c.symbol, fills.c.side, fills.c.quantity).where(
+                    fills.c.account_id == account_id
+                )
+            )
+            for bot_id, symbol, side, quantity in rows:
+                signed = quantity if side == "buy" else -quantity
+                net[(bot_id, symbol)] = net.get((bot_id, symbol), ZERO) + signed
         problems = []
         stored = {(p.bot_id, p.symbol): p for p in self.positions(account_id)}
-        for key in sorted(set(books) | set(stored)):
-            derived = books.get(key, Book(key[1])).quantity
+        for key in sorted(set(net) | set(stored)):
+            derived = net.get(key, ZERO)
             recorded = stored[key].quantity if key in stored else ZERO
             if derived != recorded:
                 problems.append(
@@ -377,7 +374,8 @@ class Store:
         # fills were booked in, which the executor's steps decide (a broker's late fill is
         # booked after fills of a later time) and no column records but the realised PnL each
         # fill booked (which the rollup and the reports sum too).
-        books: dict[tuple[str, str, str], tuple[Decimal, Decimal, Decimal, int]] = {}
+        books: dict[tuple[str, str, str], FillTotals] = {}
+        last_fill_ms: dict[tuple[str, str, str], int] = {}
         cash: dict[tuple[str, str], tuple[Decimal, Decimal, int]] = {}
         query = sa.select(
             fills.c.account_id,
@@ -392,22 +390,21 @@ class Store:
         )
         rows = conn.execute(query.execution_options(yield_per=10_000))
         for account_id, bot_id, symbol, side, quantity, price, fee, realized, ts_ms in rows:
+            key = (account_id, bot_id, symbol)
+            totals = books.get(key)
+            if totals is None:
+                totals = books[key] = FillTotals()
+            totals.add(side, quantity, price, realized)
+            last_fill_ms[key] = max(last_fill_ms.get(key, 0), ts_ms)
             signed = quantity if side == "buy" else -quantity
-            held, flow, booked, last = books.get((account_id, bot_id, symbol), _EMPTY_BOOK)
-            books[(account_id, bot_id, symbol)] = (
-                held + signed,
-                flow - signed * price,
-                booked + realized,
-                max(last, ts_ms),
-            )
             flow, fees, last = cash.get((account_id, bot_id), (ZERO, ZERO, 0))
             cash[(account_id, bot_id)] = (flow - signed * price - fee, fees + fee, max(last, ts_ms))
         conn.execute(positions.delete())
         conn.execute(balances.delete())
         if books:
             position_rows = []
-            for (account_id, bot_id, symbol), (held, flow, booked, last) in books.items():
-                book = Book.of_totals(symbol, held, flow, booked)
+            for (account_id, bot_id, symbol), totals in books.items():
+                book = totals.position(symbol)
                 position_rows.append(
                     {
                         "account_id": account_id,
@@ -416,7 +413,7 @@ class Store:
                         "quantity": book.quantity,
                         "average_price": book.average_price,
                         "realized_pnl": book.realized_pnl,
-                        "updated_ms": last,
+                        "updated_ms": last_fill_ms[(account_id, bot_id, symbol)],
                     }
                 )
             conn.execute(positions.insert(), position_rows)

@@ -53,6 +53,7 @@ from coyote_reports.models import (
     SymbolActivity,
 )
 from coyote_sdk.performance import max_drawdown, returns, sharpe_sortino
+from coyote_sdk.portfolio import FillTotals
 from coyote_sdk.portfolio import Position as Book
 from coyote_sdk.protocol import Timeframe, now_ms
 
@@ -730,19 +731,16 @@ class Reports:
                     f.c.price,
                     f.c.realized_pnl,
                 ).where(*scope.where(f), f.c.ts_ms <= as_of_ms)
-                totals: dict[tuple[str, str, str], tuple[Decimal, Decimal, Decimal]] = {}
+                totals: dict[tuple[str, str, str], FillTotals] = {}
                 for account_id, bot_id, symbol, side, quantity, price, realized in conn.execute(
                     query
                 ):
-                    signed = _decimal(quantity) if side == "buy" else -_decimal(quantity)
-                    held, cash, booked = totals.get((account_id, bot_id, symbol), (ZERO,) * 3)
-                    totals[(account_id, bot_id, symbol)] = (
-                        held + signed,
-                        cash - signed * _decimal(price),
-                        booked + _decimal(realized),
-                    )
-                for key, (held, cash, booked) in totals.items():
-                    books[key] = Book.of_totals(key[2], held, cash, booked)
+                    book_totals = totals.get((account_id, bot_id, symbol))
+                    if book_totals is None:
+                        book_totals = totals[(account_id, bot_id, symbol)] = FillTotals()
+                    book_totals.add(side, _decimal(quantity), _decimal(price), _decimal(realized))
+                for key, book_totals in totals.items():
+                    books[key] = book_totals.position(key[2])
             last = self._last_prices(conn, Scope(scope.org), {k[2] for k in books}, as_of_ms)
         rows = []
         for (account_id, bot_id, symbol), book in sorted(books.items()):

@@ -76,6 +76,27 @@ class Position:
 
 
 @dataclasses.dataclass
+class FillTotals:
+    """The running sums of one book's fills that :meth:`Position.of_totals` takes: a position
+    rebuilt from stored fills, in any order, as the fills were booked."""
+
+    quantity: Decimal = ZERO
+    cash: Decimal = ZERO
+    realized: Decimal = ZERO
+
+    def add(self, side: str, quantity: Decimal, price: Decimal, realized: Decimal) -> None:
+        """Adds a fill of ``quantity`` (positive) on ``side`` (``"buy"``/``"sell"``) at ``price``
+        that booked ``realized``."""
+        signed = quantity if side == Side.BUY else -quantity
+        self.quantity += signed
+        self.cash -= signed * price
+        self.realized += realized
+
+    def position(self, symbol: str) -> Position:
+        return Position.of_totals(symbol, self.quantity, self.cash, self.realized)
+
+
+@dataclasses.dataclass
 class OpenOrder:
     """An order the broker may still fill."""
 
