@@ -128,6 +128,10 @@ _STOP_TASKS_WITHIN_S = 5.0
 _CIRCUIT_PROBE_S = 1.0
 """How often reconciliation asks the broker of an account halted by its broker circuit (or not
 yet reconciled) whether it is back."""
+_RELOADS_WITHIN_S, _MOST_RELOADS = 60.0, 3
+"""Reloads after rows were written meanwhile (:class:`_WrittenMeanwhile`) allowed in so long:
+a fenced predecessor has at most a step's two transactions in flight; more is a bug, which
+must stop the executor rather than loop."""
 
 
 _IN_TAIL = contextvars.ContextVar("coyote_executor_in_tail", default=False)
@@ -138,6 +142,13 @@ class Fenced(RuntimeError):
     """Another instance with this one's transactional id has started: it owns the partitions
     now, and this one (a paused or partitioned zombie) must stop. Restarting it is safe: it
     joins the group as a new member."""
+
+
+class _WrittenMeanwhile(Exception):
+    """Rows this executor was writing for the first time exist already, and it is not fenced:
+    its predecessor, frozen inside a transaction begun before it was fenced, committed that
+    transaction after this one read the records (a commit the database alone cannot refuse).
+    What this executor holds in memory no longer matches the records: it reloads them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,6 +304,8 @@ class Executor:
         self._bootstrap = kafka_bootstrap
         self._prices = PriceBook(redis)
         self._recent = RecentIds(self.options.dedupe_window)
+        self._reloads: list[float] = []
+        """When the state was last reloaded after rows were written meanwhile (monotonic)."""
         self._accounts: dict[str, _Account] = {}
         """Accounts this instance owns now, with their risk state."""
         self._orders: dict[str, LiveOrder] = {}
@@ -379,7 +392,11 @@ class Executor:
                     watcher.result()  # a watcher that died must stop the executor, not blind it
                 for hook in self.between_steps:
                     await hook(stop)
-                await self._step(stop)
+                try:
+                    await self._step(stop)
+                except _WrittenMeanwhile as exc:
+                    await self._reload(exc, stop)
+                    continue
                 self.health.stepped()
             await self._after_tail()  # the last step's outcome, published before stopping
         finally:
@@ -600,10 +617,11 @@ class Executor:
             step.span = self._step_spans[intent.intent_id] = spans[source]
             step.traceparent = traceparent_of(step.span)
             self._decide(step, intent, raw, now)
-            self._recent.add(intent.intent_id)
         step.span, step.traceparent = INVALID_SPAN, None
         # New intents and orders only: beside the last step's tail, which updates older ones.
         await self._record(step.changes, stop, beside_tail=True)
+        for intent, _, _ in fresh:  # once recorded: a step reloaded (_reload) decides anew
+            self._recent.add(intent.intent_id)
         traces.event((self._step_spans[i.intent_id] for i, _ in step.actions), "order.recorded")
         failpoint("decided")
         await self._unless_fenced(stop)  # before the broker sees the successor's orders again
@@ -1779,9 +1797,10 @@ class Executor:
             except (OperationalError, DBAPIError) as exc:
                 if isinstance(exc, IntegrityError):
                     # Rows this executor is writing for the first time already exist: another
-                    # instance wrote them — this one is a zombie, fenced — or it is a bug.
+                    # instance wrote them. Fenced, this one is the zombie and stops here; not
+                    # fenced, the other was (or it is a bug, which _reload tells apart).
                     await self._check_not_fenced(self._owned_partitions(), stop)
-                    raise
+                    raise _WrittenMeanwhile(str(exc.orig)) from exc
                 # Outages only (connection lost, server restarting); a data error is a bug and
                 # must surface, not loop.
                 if stop.is_set() or not (
@@ -1802,6 +1821,51 @@ class Executor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 await self._check_not_fenced(self._owned_partitions(), stop)
+
+    async def _reload(self, error: _WrittenMeanwhile, stop: asyncio.Event) -> None:
+        """Takes the owned partitions over again, as after a restart, once a fenced predecessor
+        wrote rows this executor was writing: the accounts' state and open orders are read
+        from the records (the predecessor's included; its orders recorded but not sent are
+        sent by the take-over's reconciliation, by their client order ids), and the intents
+        not committed yet are consumed again, the predecessor's answered from its records."""
+        while True:
+            now = time.monotonic()
+            self._reloads = [t for t in self._reloads if now - t < _RELOADS_WITHIN_S] + [now]
+            if len(self._reloads) > _MOST_RELOADS:
+                log.error(
+                    "rows written meanwhile %d times within %.0f s: not a predecessor's",
+                    len(self._reloads),
+                    _RELOADS_WITHIN_S,
+                )
+                raise error.__cause__ or error
+            log.warning(
+                "rows this executor was writing were written meanwhile (%s): reloading", error
+            )
+            async with self._stepping:
+                tail, self._tail = self._tail, None
+                try:
+                    if tail is not None:
+                        with contextlib.suppress(_WrittenMeanwhile):
+                            await asyncio.shield(tail)
+                    self._recent = RecentIds(self.options.dedupe_window)
+                    owned = self._owned_partitions()
+                    await self._rewind_to_committed(owned)
+                    await self._take_over(owned, stop)
+                    return
+                except _WrittenMeanwhile as again:  # the predecessor's other transaction
+                    error = again
+
+    async def _rewind_to_committed(self, partitions: set[TopicPartition]) -> None:
+        """Consumes ``partitions`` again from their committed offsets (from the start where
+        none is, as ``auto_offset_reset``; aiokafka's ``seek_to_committed`` skips those)."""
+        if self._consumer is None:
+            return
+        for tp in partitions:
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
 
     def _owned_partitions(self) -> set[TopicPartition]:
         return set(self._consumer.assignment()) if self._consumer is not None else set()

@@ -188,6 +188,11 @@ class ExecutorHarness:
         self.executor = executor
         return executor
 
+    @property
+    def task(self) -> asyncio.Task[None]:
+        """The task running the executor last started."""
+        return self._tasks[-1][0]
+
     async def stop_executor(self) -> None:
         for _, stop in self._tasks:
             stop.set()

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from coyote_executor.brokers.base import BrokerOrder, BrokerOrderState, BrokerUnavailable
 from coyote_executor.brokers.paper import PaperBroker, PaperSettings
 from coyote_executor.models import Balance, Fill, Intent, Order
+from coyote_executor.store import Changes
 from coyote_sdk import protocol
 from coyote_sdk.config import Endpoints
 from coyote_sdk.protocol import (
@@ -421,6 +422,63 @@ async def test_an_order_the_broker_took_but_whose_answer_was_lost_is_not_sent_ag
     assert calls == [1]  # reconciliation found it by its client order id
     submissions = ex.sync_redis.hgetall(broker.submissions_key(ex.account))
     assert submissions == {str(order.intent_id).encode(): b"1"}
+
+
+async def test_intents_a_fenced_predecessor_recorded_after_the_dedupe_read_are_its_own(
+    ex: ExecutorHarness,
+) -> None:
+    # CI: a predecessor frozen inside its transaction (recording decisions) committed it when
+    # thawed, after its successor had read the records and while the successor's insert of the
+    # same intents waited on its row locks; the successor's insert failed, and it stopped for
+    # good. Here the predecessor's transaction is the same step's changes, committed first.
+    broker = ex.broker
+    assert broker is not None
+    apply = ex.store.apply
+    written_first: list[int] = []
+
+    def predecessor_commits_first(changes: Changes) -> None:
+        if changes.intents and not written_first:
+            written_first.append(len(changes.intents))
+            apply(changes)  # the predecessor's transaction, committed late
+        apply(changes)
+
+    ex.store.apply = predecessor_commits_first  # type: ignore[method-assign]
+    orders = [ex.order() for _ in range(3)]
+    await ex.send(*orders)
+
+    reports = await ex.terminal_reports([o.intent_id for o in orders])
+
+    assert written_first
+    assert not ex.task.done(), "the executor stopped"
+    for order in orders:
+        terminal = [r for r in reports[order.intent_id] if r.order_status.is_terminal]
+        assert [r.order_status for r in terminal] == [OrderStatus.FILLED]
+    # Its orders recorded and never sent went to the broker once, by the take-over.
+    submissions = ex.sync_redis.hgetall(broker.submissions_key(ex.account))
+    assert submissions == {str(o.intent_id).encode(): b"1" for o in orders}
+    assert ex.store.verify_positions(ex.account) == []
+
+
+async def test_rows_written_meanwhile_again_and_again_stop_the_executor(
+    ex: ExecutorHarness,
+) -> None:
+    # Not a predecessor's late commit (it has at most two transactions in flight) but a bug:
+    # the executor stops on it rather than reload for ever.
+    apply = ex.store.apply
+
+    def always_written(changes: Changes) -> None:
+        if changes.intents:
+            raise sa.exc.IntegrityError("INSERT INTO intents", {}, Exception("duplicate key"))
+        apply(changes)
+
+    ex.store.apply = always_written  # type: ignore[method-assign]
+    await ex.send(ex.order())
+
+    done, _ = await asyncio.wait({ex.task}, timeout=30)
+
+    assert done, "the executor reloads for ever"
+    with pytest.raises(sa.exc.IntegrityError, match="duplicate key"):
+        await ex.stop_executor()
 
 
 async def test_closing_the_paper_broker_ends_a_matcher_that_swallowed_its_cancellation(
