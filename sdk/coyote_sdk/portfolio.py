@@ -42,8 +42,9 @@ class Position:
 
         Average cost keeps ``cash + quantity x average_price - realized`` at zero through every
         fill (flips included), so the average price follows from the sums: unlike a replay of
-        the fills, this does not depend on the order they are taken in, only on the order they
-        were booked in, which their realised PnL records.
+        the fills, this does not depend on the order they are taken in (but for rounding in the
+        last of Decimal's 28 digits), only on the order they were booked in, which their
+        realised PnL records.
         """
         average = (realized - cash) / quantity if quantity else ZERO
         return cls(symbol, quantity, average, realized)
