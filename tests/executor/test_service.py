@@ -425,7 +425,7 @@ async def test_an_order_the_broker_took_but_whose_answer_was_lost_is_not_sent_ag
 
 
 async def test_intents_a_fenced_predecessor_recorded_after_the_dedupe_read_are_its_own(
-    ex: ExecutorHarness,
+    ex: ExecutorHarness, caplog: pytest.LogCaptureFixture
 ) -> None:
     # CI: a predecessor frozen inside its transaction (recording decisions) committed it when
     # thawed, after its successor had read the records and while the successor's insert of the
@@ -450,6 +450,7 @@ async def test_intents_a_fenced_predecessor_recorded_after_the_dedupe_read_are_i
 
     assert written_first
     assert not ex.task.done(), "the executor stopped"
+    assert "written meanwhile" in caplog.text
     for order in orders:
         terminal = [r for r in reports[order.intent_id] if r.order_status.is_terminal]
         assert [r.order_status for r in terminal] == [OrderStatus.FILLED]
