@@ -27,13 +27,20 @@ from coyote_sdk.protocol import ExecutionReport, NewOrder, OrderType, Side, Trad
 from tests.tasks import end_tasks
 
 
-async def until(check: Callable[[], bool], what: str, within: float = 15.0) -> None:
-    """Waits until ``check()`` holds; fails naming ``what`` after ``within`` seconds."""
+async def holds_within(check: Callable[[], bool], within: float) -> bool:
+    """Whether ``check()`` holds within ``within`` seconds (polled every 0.1 s)."""
     deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within:.0f} s")
+            return False
         await asyncio.sleep(0.1)
+    return True
+
+
+async def until(check: Callable[[], bool], what: str, within: float = 15.0) -> None:
+    """Waits until ``check()`` holds; fails naming ``what`` after ``within`` seconds."""
+    if not await holds_within(check, within):
+        raise AssertionError(f"{what}: not within {within:.0f} s")
 
 
 def risk_section(**account: Any) -> dict[str, Any]:

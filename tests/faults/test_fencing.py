@@ -42,7 +42,15 @@ async def test_a_frozen_executor_is_fenced_by_its_successor_and_stops(
         figures = await run.finish()
 
         assert code != 0, "the zombie ended as if nothing had happened"
-        assert figures.problems() == []
+        # Frozen in the middle of its send (after its last check that it still owned its
+        # partitions, before its submission reached the venue), the zombie delivers that send
+        # when thawed, after its successor sent the same recorded orders: the venue sees those
+        # client order ids twice and places each once — the last line, by design, for real
+        # brokers too (docs/reliability.md, "The zombie's last microseconds"). The books
+        # matching the venue's (no position mismatch below) shows none was placed twice.
+        flow.notes["zombie_sends_delivered_late"] = figures.broker_duplicates
+        problems = [p for p in figures.problems() if not p.startswith("broker duplicates")]
+        assert problems == []
         assert successor.alive, f"the successor died:\n{successor.log_text()[-3000:]}"
         zombie_log = zombie.log_text()
         assert "fenced by a newer instance" in zombie_log, zombie_log[-3000:]
