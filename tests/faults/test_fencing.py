@@ -47,8 +47,8 @@ async def test_a_frozen_executor_is_fenced_by_its_successor_and_stops(
         # when thawed, after its successor sent the same recorded orders: the venue sees those
         # client order ids twice and places each once — the last line, by design, for real
         # brokers too (docs/reliability.md, "The zombie's last microseconds"). The books
-        # matching the venue's (no position mismatch below) shows none was placed twice.
-        flow.notes["zombie_sends_delivered_late"] = figures.broker_duplicates
+        # matching the venue's (no position mismatch below) shows none was placed twice. The
+        # scenario's figures file lists them (problems: "broker duplicates").
         problems = [p for p in figures.problems() if not p.startswith("broker duplicates")]
         assert problems == []
         assert successor.alive, f"the successor died:\n{successor.log_text()[-3000:]}"
