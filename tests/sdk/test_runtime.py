@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from coyote_sdk import protocol
+from coyote_sdk import Bar, protocol
 from coyote_sdk.config import Endpoints, StackSettings
 from coyote_sdk.control import clear_control_flag, set_control_flag
 from coyote_sdk.dev import Stack, ensure_topics
@@ -111,6 +113,52 @@ async def test_clearing_the_flag_mid_run_blocks_intents(harness: Harness) -> Non
     await eventually(lambda: len(bot.reports) == 1)
 
     assert await harness.poll_intents() == []
+
+
+class SlowBuyer(Buyer):
+    """Thinks (blocking the event loop, as a synchronous model would) before it buys."""
+
+    think_s: float = 0.0
+
+    def on_bar(self, bar: Bar) -> None:
+        time.sleep(self.think_s)
+        super().on_bar(bar)
+
+
+async def test_a_handler_slower_than_flag_stale_s_still_gets_its_order_out(
+    harness: Harness,
+) -> None:
+    # The handler blocks the loop, so the periodic flag read cannot run meanwhile; the flag
+    # has not changed, so the order must not be refused as if it had gone stale.
+    set_control_flag(harness.redis, harness.bot_id, BotState.RUNNING)
+    bot = SlowBuyer(think_s=1.5)  # the harness's flag_stale_s is 1.0
+    harness.start(bot)
+    await until_state(harness, RuntimeState.RUNNING)
+
+    publish_bars(harness, 1)
+    await eventually(lambda: has(harness, 1))
+
+    assert bot.reports == []
+
+
+async def test_a_flag_paused_while_a_slow_handler_ran_holds_its_order_back(
+    harness: Harness,
+) -> None:
+    set_control_flag(harness.redis, harness.bot_id, BotState.RUNNING)
+    bot = SlowBuyer(think_s=1.5)
+    harness.start(bot)
+    await until_state(harness, RuntimeState.RUNNING)
+
+    # The handler blocks this test's event loop too: the flag changes from another thread.
+    pause = threading.Timer(0.5, set_control_flag, (harness.redis, harness.bot_id, BotState.PAUSED))
+    pause.start()
+    publish_bars(harness, 1)
+    await eventually(lambda: len(bot.reports) == 1)
+    pause.join()
+    await asyncio.sleep(0.5)
+
+    assert await harness.poll_intents() == []
+    assert "the bot is paused" in (bot.reports[0].reject_reason or "")
 
 
 async def test_the_stopped_flag_runs_on_stop_and_ends_the_runtime(harness: Harness) -> None:

@@ -218,6 +218,8 @@ class BotRuntime:
         self.bars = 0
         self.intents = 0
         self._flag_read_at = 0.0
+        self._flag_tried_at = 0.0
+        self._flag_client: aioredis.Redis | None = None
         self._started_ms = protocol.now_ms()
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._reports_applied_to: int | None = None
@@ -247,6 +249,7 @@ class BotRuntime:
         self._stop.set()
 
     async def _read_flag(self, client: aioredis.Redis) -> None:
+        self._flag_tried_at = time.monotonic()
         try:
             raw = await client.get(protocol.control_flag_key(self.options.bot_id))
         except (redis.RedisError, OSError) as exc:
@@ -300,6 +303,7 @@ class BotRuntime:
             isolation_level="read_committed",
         )
         context = _LiveContext(self, sync_client)
+        self._flag_client = client
         tasks: list[asyncio.Task[None]] = []
         await producer.start()
         await consumer.start()
@@ -492,14 +496,10 @@ class BotRuntime:
             if not context.outbox:
                 return
             pending, context.outbox = context.outbox, []
+            await self._reread_flag_if_starved()
             for intent in pending:
                 if not self.gate_open():
-                    reason = (
-                        f"the bot is {self.flag.desired.value}"
-                        if self.flag is not None and self.flag.desired is not BotState.RUNNING
-                        else "the control flag is missing or unreadable"
-                    )
-                    await self._refuse(intent, "control.blocked", f"not sent: {reason}")
+                    await self._refuse(intent, "control.blocked", f"not sent: {self._blocked_by()}")
                     continue
                 try:
                     await self._produce(producer, intent)
@@ -512,6 +512,27 @@ class BotRuntime:
             _MAX_FLUSH_ROUNDS,
         )
         self._drop_outbox(context)
+
+    async def _reread_flag_if_starved(self) -> None:
+        """Reads the flag now if the gate is closed because the periodic read has not run: a
+        handler that blocked the event loop (a synchronous model, a long computation) kept it
+        from running, and its orders would be refused for a flag nobody changed. When Redis
+        itself is failing, the periodic read has tried recently and nothing is read here."""
+        if (
+            not self.gate_open()
+            and self._flag_client is not None
+            and time.monotonic() - self._flag_tried_at > self.options.flag_refresh_s
+        ):
+            await self._read_flag(self._flag_client)
+
+    def _blocked_by(self) -> str:
+        """Why the gate is closed, for the bot's rejection report."""
+        if self.flag is None:
+            return "the control flag is missing or unreadable"
+        if self.flag.desired is not BotState.RUNNING:
+            return f"the bot is {self.flag.desired.value}"
+        unread_s = time.monotonic() - self._flag_read_at
+        return f"the control flag could not be read for {unread_s:.1f} s (Redis unreachable?)"
 
     async def _produce(self, producer: AIOKafkaProducer, intent: OrderIntent) -> None:
         # Every intent starts a trace of its own, which the executor continues through the
