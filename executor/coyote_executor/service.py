@@ -68,6 +68,7 @@ from coyote_executor.brokers.base import (
     BrokerOrder,
     BrokerOrderState,
     BrokerUnavailable,
+    FencedAtVenue,
     UnknownOrder,
 )
 from coyote_executor.daily_pnl import DAY_MS, DayBook, day_of
@@ -139,9 +140,10 @@ _IN_TAIL = contextvars.ContextVar("coyote_executor_in_tail", default=False)
 
 
 class Fenced(RuntimeError):
-    """Another instance with this one's transactional id has started: it owns the partitions
-    now, and this one (a paused or partitioned zombie) must stop. Restarting it is safe: it
-    joins the group as a new member."""
+    """Another instance has taken this one's partitions over — Kafka refused its transaction (a
+    successor with its transactional id started) or the venue its change (a newer executor
+    serves the account there) — and this one (a paused or partitioned zombie) must stop.
+    Restarting it is safe: it joins the group as a new member."""
 
 
 class _WrittenMeanwhile(Exception):
@@ -397,6 +399,13 @@ class Executor:
                 except _WrittenMeanwhile as exc:
                     await self._reload(exc, stop)
                     continue
+                except FencedAtVenue as exc:
+                    log.critical(
+                        "fenced by a newer instance at the venue (%s): it owns this instance's "
+                        "accounts now; stopping without sending or publishing more",
+                        exc,
+                    )
+                    raise Fenced(str(exc)) from exc
                 self.health.stepped()
             await self._after_tail()  # the last step's outcome, published before stopping
         finally:

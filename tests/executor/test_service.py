@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from coyote_executor.brokers.base import BrokerOrder, BrokerOrderState, BrokerUnavailable
 from coyote_executor.brokers.paper import PaperBroker, PaperSettings
 from coyote_executor.models import Balance, Fill, Intent, Order
+from coyote_executor.service import Fenced
 from coyote_executor.store import Changes
 from coyote_sdk import protocol
 from coyote_sdk.config import Endpoints
@@ -482,6 +483,37 @@ async def test_rows_written_meanwhile_again_and_again_stop_the_executor(
         await ex.stop_executor()
 
 
+async def test_an_executor_fenced_off_at_the_venue_stops_and_its_successor_sends_its_orders(
+    ex: ExecutorHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The zombie of the fault scenario, in-process: a newer executor took the account on at
+    # the venue (its paper broker serves it now) while this one went on deciding.
+    client = aioredis.Redis.from_url(ex.endpoints.redis_url)
+    newer = PaperBroker(client, {ex.account: PaperSettings(venue=ex.venue)})
+    try:
+        await newer.serve([ex.account])
+    finally:
+        await client.aclose()
+    order = ex.order()
+    await ex.send(order)
+
+    done, _ = await asyncio.wait({ex.task}, timeout=30)
+
+    assert done, "the fenced executor went on"
+    with pytest.raises(Fenced, match="another executor has taken account"):
+        await ex.stop_executor()
+    assert "fenced by a newer instance at the venue" in caplog.text
+    orders_key = f"coyote:paper:{ex.account}:orders"
+    assert ex.sync_redis.hget(orders_key, str(order.intent_id)) is None
+    assert [str(o.order_id) for o in ex.store.open_orders([ex.account])] == [str(order.intent_id)]
+    # Recorded and not sent: the successor's take-over sends it, once.
+    await ex.start_executor()
+    reports = (await ex.terminal_reports([order.intent_id]))[order.intent_id]
+    assert [r.order_status for r in reports if r.order_status.is_terminal] == [OrderStatus.FILLED]
+    submissions = ex.sync_redis.hgetall(f"coyote:paper:{ex.account}:submissions")
+    assert submissions == {str(order.intent_id).encode(): b"1"}
+
+
 async def test_closing_the_paper_broker_ends_a_matcher_that_swallowed_its_cancellation(
     endpoints: Endpoints,
 ) -> None:
@@ -518,6 +550,7 @@ async def test_the_paper_venue_unreachable_is_a_broker_outage_not_a_crash() -> N
     broker = PaperBroker(client, {"a": PaperSettings(venue="v")})
     order = BrokerOrder("c1", "a", "EURUSD", Side.BUY, Decimal(1))
     try:
+        await broker.serve(["a"])  # not taken on: the venue does not answer
         with pytest.raises(BrokerUnavailable, match="paper venue unreachable"):
             await broker.submit_many([order])
         with pytest.raises(BrokerUnavailable, match="paper venue unreachable"):
@@ -543,7 +576,7 @@ async def test_only_the_owner_of_an_account_works_its_resting_orders(ex: Executo
     resting = ex.limit("1.07000")
     await ex.send(resting)
     await ex.reports_until(lambda rs: resting.intent_id in {r.order_id for r in rs})
-    await former.start(note)  # loads every account's open orders, as at start
+    await former.start(note)
     try:
         await former.serve(())  # the account is another executor's
         ex.trade("EURUSD", "1.06900")  # through the limit

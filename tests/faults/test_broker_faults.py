@@ -53,6 +53,7 @@ class _Venue:
             {a: PaperSettings(venue=run.flow.venue) for a in run.flow.accounts},
             match_interval_ms=50,
         )
+        self.accounts = list(run.flow.accounts)
         self.filled: list[str] = []
 
     async def _noted(self, _account_id: str, states: Sequence[BrokerOrderState]) -> None:
@@ -60,6 +61,7 @@ class _Venue:
 
     async def open(self) -> None:
         await self.broker.start(self._noted)
+        await self.broker.serve(self.accounts)
 
     async def close(self) -> None:
         await self.broker.close()

@@ -126,6 +126,16 @@ class UnknownOrder(BrokerError):
     code = "broker.unknown_order"
 
 
+class FencedAtVenue(Exception):
+    """The venue refused a change: another executor has taken the account on there since this
+    one began serving it (its fencing token, taken in :meth:`Broker.serve`, is newer).
+
+    Deliberately not a :class:`BrokerError`: it is neither an outage to reconcile later nor a
+    refusal to report to the bot. This executor is a zombie, and must stop without recording or
+    sending anything more; the account's new owner has it.
+    """
+
+
 # -- INTERFACE -------------------------------------------------------------------------------
 
 
@@ -145,9 +155,12 @@ class Broker(abc.ABC):
         """Releases connections and background tasks."""
 
     async def serve(self, account_ids: Collection[str]) -> None:  # noqa: B027 - optional hook
-        """The accounts this executor owns now (after each rebalance). A venue simulated in the
-        executor's process works only their orders, so that two executors never both fill one
-        account's orders; a real broker needs nothing."""
+        """The accounts this executor owns now (after each rebalance, before it sends anything
+        for them). A venue that can fence (the paper venue) takes each newly served account
+        from its previous server, whose later changes it refuses (:class:`FencedAtVenue`); a
+        venue simulated in the executor's process also works only their orders, so that two
+        executors never both fill one account's orders. A real broker needs nothing (and offers
+        no fence: its idempotency on the client order id is the last line)."""
 
     @abc.abstractmethod
     async def submit(self, order: BrokerOrder) -> BrokerOrderState:

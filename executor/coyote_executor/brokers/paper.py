@@ -16,6 +16,13 @@ The venue's book lives in Redis, not in the executor's memory, so it survives an
 exactly like a real broker would: ``coyote:paper:{account}:orders`` holds each order under its
 client order id, ``:open`` the ids still working, and ``:submissions`` how many times each
 client order id was submitted — the count a test reads to prove no order was sent twice.
+
+Unlike the real brokers' APIs, the paper venue fences: ``:fence`` counts the times an executor
+began serving the account (:meth:`PaperBroker.serve`), and every change to the book is a script
+that checks, atomically with the change, that the writer's token is still the latest. A zombie
+executor — frozen in the middle of a send while a successor took the account on and sent the
+same orders — is refused when it thaws (:class:`FencedAtVenue`) instead of delivering a late
+submission, and its matcher can no longer fill orders that are the successor's.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from coyote_executor.brokers.base import (
     BrokerOrder,
     BrokerOrderState,
     BrokerUnavailable,
+    FencedAtVenue,
     UnknownOrder,
     UpdateListener,
 )
@@ -55,6 +63,37 @@ _SCAN_PAGE = 1_000
 """Hash fields asked for in each HSCAN round trip over the venue's book."""
 _CLOSE_WITHIN_S = 5.0
 """How long closing waits for the matcher to stop."""
+_WRITE_CHUNK = 1_000
+"""Orders per script call: Lua's ``unpack`` refuses a few thousand values at once."""
+
+_FENCED_WRITE = """
+-- KEYS: the account's fence, orders, open set and submission counts.
+-- ARGV: the writer's token; how many records, closed ids and opened ids follow; the records
+-- as id, blob pairs; the closed ids; the opened ids; then the ids whose submission is counted.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+    return 0
+end
+local records, closed, opened = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local at = 5
+if records > 0 then
+    redis.call('HSET', KEYS[2], unpack(ARGV, at, at + 2 * records - 1))
+    at = at + 2 * records
+end
+if closed > 0 then
+    redis.call('SREM', KEYS[3], unpack(ARGV, at, at + closed - 1))
+    at = at + closed
+end
+if opened > 0 then
+    redis.call('SADD', KEYS[3], unpack(ARGV, at, at + opened - 1))
+    at = at + opened
+end
+for i = at, #ARGV do
+    redis.call('HINCRBY', KEYS[4], ARGV[i], 1)
+end
+return 1
+"""
+"""Changes one account's book if the writer still holds its fence: the token and the change
+in one atomic step, so that no write of a fenced-off executor lands after its successor's."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +242,10 @@ class PaperBroker(Broker):
         self._wanted: set[str] = set()
         """Accounts whose orders this process should work (:meth:`serve`) ..."""
         self._served: set[str] = set()
-        """... and those whose open orders it has loaded and works."""
+        """... and those it has taken on (its fencing token, its open orders loaded) and works."""
+        self._tokens: dict[str, int] = {}
+        """The fencing token of each account served."""
+        self._fenced_write = client.register_script(_FENCED_WRITE)
         self._random = random.Random()
 
     def reconfigure(self, account_id: str, settings: PaperSettings | None) -> None:
@@ -220,35 +262,56 @@ class PaperBroker(Broker):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self, listener: UpdateListener) -> None:
-        """Loads the open orders of every account and starts matching them; an executor then
-        narrows that to the accounts it owns (:meth:`serve`)."""
+        """Starts matching the resting orders of the accounts it serves: none until
+        :meth:`serve` names them."""
         self._listener = listener
-        await self.serve(self._accounts)
         self._closing = False
         self._matcher = asyncio.create_task(self._match_forever(), name="paper-matcher")
 
     async def serve(self, account_ids: Collection[str]) -> None:
-        """Works the orders of ``account_ids`` only: those newly served are loaded from the
-        venue's book in Redis (another executor may have placed them), the others dropped from
-        memory — their owner's paper broker matches them. An account whose orders cannot be
-        loaded now (Redis down) is loaded by the matcher as soon as it can."""
+        """Works the orders of ``account_ids`` only. Each newly served account is taken on:
+        a new fencing token first (the previous server's changes are refused from then on),
+        then its open orders loaded from the venue's book (another executor may have placed
+        them). The others are let go — their owner's paper broker works them. An account that
+        cannot be taken on now (Redis down) is taken on by the matcher, or by the first call
+        that changes its orders, as soon as Redis answers."""
         self._wanted = set(account_ids) & self._accounts.keys()
         async with self._lock:
             for account_id in self._served - self._wanted:
-                self._open[account_id] = {}
-                self._served.discard(account_id)
+                self._let_go(account_id)
         await self._load_wanted()
 
     async def _load_wanted(self) -> None:
         async with self._lock:
             for account_id in sorted(self._wanted - self._served):
                 try:
-                    working = await self._venue_open(account_id)
+                    await self._take_on(account_id)
                 except BrokerUnavailable as exc:
-                    log.warning("paper broker: open orders of %s not loaded: %s", account_id, exc)
+                    log.warning("paper broker: account %s not taken on yet: %s", account_id, exc)
                     return
-                self._open[account_id] = {o.client_order_id: o for o in working}
-                self._served.add(account_id)
+
+    async def _take_on(self, account_id: str) -> None:
+        async with _venue_reachable("take on"):
+            token = await self._client.incr(_key(account_id, "fence"))
+        working = await self._venue_open(account_id)
+        self._open[account_id] = {o.client_order_id: o for o in working}
+        self._tokens[account_id] = token
+        self._served.add(account_id)
+
+    def _let_go(self, account_id: str) -> None:
+        self._open[account_id] = {}
+        self._served.discard(account_id)
+        self._tokens.pop(account_id, None)
+
+    async def _serving(self, account_ids: Iterable[str]) -> None:
+        """Takes on the accounts wanted but not yet served (Redis was down at :meth:`serve`);
+        refuses a change to an account this broker does not serve."""
+        for account_id in sorted(set(account_ids) - self._served):
+            if account_id not in self._wanted:
+                raise FencedAtVenue(
+                    f"paper venue: account {account_id} is not served by this executor"
+                )
+            await self._take_on(account_id)
 
     async def close(self) -> None:
         """Stops the matcher, within :data:`_CLOSE_WITHIN_S`. Its loop also ends at its next
@@ -275,6 +338,7 @@ class PaperBroker(Broker):
         if self._random.random() < max(f.error_rate for f in faults):
             raise BrokerUnavailable("paper venue: server error before the orders were taken")
         async with self._lock, _venue_reachable("submit"):
+            await self._serving(order.account_id for order in orders)
             existing = await self._stored(orders)
             fresh = [o for o, blob in zip(orders, existing, strict=True) if blob is None]
             latency = max((self._accounts[o.account_id].latency_ms for o in fresh), default=0)
@@ -288,7 +352,6 @@ class PaperBroker(Broker):
                 for venue, symbols in by_venue.items()
             }
             now = now_ms()
-            pipe = self._client.pipeline(transaction=True)
             states: list[BrokerOrderState] = []
             seen: dict[str, _PaperOrder] = {}
             for order, blob in zip(orders, existing, strict=True):
@@ -302,12 +365,10 @@ class PaperBroker(Broker):
                 paper = self._accept(order, settings, prices[settings.venue].get(order.symbol), now)
                 seen[order.client_order_id] = paper
                 states.append(paper.state())
-            self._queue_saves(pipe, seen.values(), fresh=True)
-            # Every submission is counted, a repeated one too (after the first's count is set).
-            for order in orders:
-                pipe.hincrby(self.submissions_key(order.account_id), order.client_order_id, 1)
             try:
-                await pipe.execute()
+                # Every submission is counted, a repeated one too (after the first's count is
+                # set); one refused by the fence is not.
+                await self._write(seen.values(), fresh=True, counted=orders)
             except BaseException:
                 # Not (known to be) at the venue: the matcher must not fill them from memory.
                 for paper in seen.values():
@@ -351,11 +412,12 @@ class PaperBroker(Broker):
 
     async def cancel(self, account_id: str, client_order_id: str) -> BrokerOrderState:
         async with self._lock, _venue_reachable("cancel"):
+            await self._serving([account_id])
             paper = await self._load(account_id, client_order_id)
             if not paper.status.is_terminal:
                 paper.status = OrderStatus.CANCELED
                 paper.updated_ms = now_ms()
-                await self._save(paper)
+                await self._write([paper])
             return paper.state()
 
     async def replace(
@@ -368,6 +430,7 @@ class PaperBroker(Broker):
         stop_price: Decimal | None = None,
     ) -> BrokerOrderState:
         async with self._lock, _venue_reachable("replace"):
+            await self._serving([account_id])
             paper = await self._load(account_id, client_order_id)
             if paper.status.is_terminal:
                 return paper.state()
@@ -385,7 +448,7 @@ class PaperBroker(Broker):
             paper.updated_ms = now_ms()
             if paper.filled >= paper.quantity:
                 paper.status = OrderStatus.FILLED
-            await self._save(paper)
+            await self._write([paper])
             return paper.state()
 
     async def lookup(self, account_id: str, client_order_id: str) -> BrokerOrderState | None:
@@ -522,7 +585,12 @@ class PaperBroker(Broker):
                         last = prices.get(paper.symbol)
                         if last is None or not self._match(paper, last[1], now, settings):
                             continue
-                    await self._save(paper)
+                    try:
+                        await self._write([paper])
+                    except FencedAtVenue as exc:
+                        # A zombie's matcher, thawed: the successor works these orders now.
+                        log.warning("paper broker: %s; its orders are not matched here", exc)
+                        break
                     changed.append(paper.state())
             if changed and self._listener is not None:
                 outcome = self._listener(account_id, changed)
@@ -557,32 +625,59 @@ class PaperBroker(Broker):
             found.update(((account_id, i), blob) for i, blob in zip(client_ids, blobs, strict=True))
         return [found[(order.account_id, order.client_order_id)] for order in orders]
 
-    async def _save(self, paper: _PaperOrder) -> None:
-        pipe = self._client.pipeline(transaction=True)
-        self._queue_saves(pipe, [paper])
-        await pipe.execute()
-
-    def _queue_saves(
-        self, pipe: aioredis.client.Pipeline, papers: Iterable[_PaperOrder], *, fresh: bool = False
+    async def _write(
+        self,
+        papers: Iterable[_PaperOrder],
+        *,
+        fresh: bool = False,
+        counted: Sequence[BrokerOrder] = (),
     ) -> None:
-        """Queues the orders' records and the account's set of open orders, a command or two
-        per account. ``fresh`` orders were never saved (so never in the open set)."""
-        records: dict[str, dict[str, bytes]] = {}
-        opened: dict[str, list[str]] = {}
-        closed: dict[str, list[str]] = {}
+        """Writes the orders' records and their accounts' sets of open orders, and counts the
+        submissions of ``counted``: one fenced script call per account (and thousand orders).
+        ``fresh`` orders were never written (so never in the open set).
+
+        Raises:
+            FencedAtVenue: another executor took an account on since this one did; that
+                account's part was not written, and the account is let go here.
+        """
+        changes: dict[str, tuple[list[bytes | str], list[str], list[str], list[str]]] = {}
         for paper in papers:
             account_id, client_id = paper.account_id, paper.client_order_id
-            records.setdefault(account_id, {})[client_id] = _encode(paper)
+            records, closed, opened, _ = changes.setdefault(account_id, ([], [], [], []))
+            records += (client_id, _encode(paper))
             if paper.status.is_terminal:
                 if not fresh:
-                    closed.setdefault(account_id, []).append(client_id)
+                    closed.append(client_id)
                 self._open[account_id].pop(client_id, None)
             else:
-                opened.setdefault(account_id, []).append(client_id)
+                opened.append(client_id)
                 self._open[account_id][client_id] = paper
-        for account_id, mapping in records.items():
-            pipe.hset(_key(account_id, "orders"), mapping=mapping)  # type: ignore[arg-type]
-        for account_id, client_ids in closed.items():
-            pipe.srem(_key(account_id, "open"), *client_ids)
-        for account_id, client_ids in opened.items():
-            pipe.sadd(_key(account_id, "open"), *client_ids)
+        for order in counted:
+            changes.setdefault(order.account_id, ([], [], [], []))[3].append(order.client_order_id)
+        pipe = self._client.pipeline(transaction=False)
+        calls: list[str] = []
+        for account_id, (records, closed, opened, submitted) in changes.items():
+            keys = [_key(account_id, part) for part in ("fence", "orders", "open", "submissions")]
+            token = self._tokens[account_id]
+            longest = max(len(records) // 2, len(closed), len(opened), len(submitted))
+            for start in range(0, max(longest, 1), _WRITE_CHUNK):
+                end = start + _WRITE_CHUNK
+                pairs, ended, working = (
+                    records[2 * start : 2 * end],
+                    closed[start:end],
+                    opened[start:end],
+                )
+                args: list[bytes | str | int] = [token, len(pairs) // 2, len(ended), len(working)]
+                args += [*pairs, *ended, *working, *submitted[start:end]]
+                await self._fenced_write(keys, args, client=pipe)
+                calls.append(account_id)
+        written = await pipe.execute()
+        fenced = sorted({a for a, ok in zip(calls, written, strict=True) if not ok})
+        for account_id in fenced:
+            # Not wanted any more either: taking it on again would fence its new owner off.
+            self._wanted.discard(account_id)
+            self._let_go(account_id)
+        if fenced:
+            raise FencedAtVenue(
+                f"paper venue: another executor has taken account(s) {', '.join(fenced)} on"
+            )
