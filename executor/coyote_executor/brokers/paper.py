@@ -307,6 +307,7 @@ class PaperBroker(Broker):
         """Takes on the accounts wanted but not yet served (Redis was down at :meth:`serve`);
         refuses a change to an account this broker does not serve."""
         for account_id in sorted(set(account_ids) - self._served):
+            self._settings(account_id)  # an account it has no settings for: UnknownOrder
             if account_id not in self._wanted:
                 raise FencedAtVenue(
                     f"paper venue: account {account_id} is not served by this executor"
@@ -369,6 +370,8 @@ class PaperBroker(Broker):
                 # Every submission is counted, a repeated one too (after the first's count is
                 # set); one refused by the fence is not.
                 await self._write(seen.values(), fresh=True, counted=orders)
+            except FencedAtVenue:
+                raise  # the accounts refused are let go; the others' orders are at the venue
             except BaseException:
                 # Not (known to be) at the venue: the matcher must not fill them from memory.
                 for paper in seen.values():
