@@ -45,15 +45,24 @@ def update_rows(
     keys: Sequence[str],
     values: Sequence[str],
     rows: Sequence[Mapping[str, Any]],
-) -> None:
+    *,
+    version: str | None = None,
+) -> int:
     """Sets the columns ``values`` of the rows of ``table`` whose columns ``keys`` match each of
-    ``rows`` (a mapping holding both). Every row must name an existing one."""
+    ``rows`` (a mapping holding both); returns how many rows changed.
+
+    With ``version`` (one of ``values``, an integer column), a row changes only if its version
+    (NULL counting as 0) is one less than the one given for it: optimistic concurrency, an
+    update made from an out-of-date read changes nothing (and is missing from the count)."""
     if not rows:
-        return
+        return 0
     if conn.dialect.name != "postgresql":
-        conn.execute(
+        where = [table.c[key] == sa.bindparam(f"k_{key}") for key in keys]
+        if version is not None:
+            where.append(sa.func.coalesce(table.c[version], 0) == sa.bindparam(f"v_{version}") - 1)
+        result = conn.execute(
             table.update()
-            .where(*(table.c[key] == sa.bindparam(f"k_{key}") for key in keys))
+            .where(*where)
             .values({name: sa.bindparam(f"v_{name}") for name in values}),
             [
                 {
@@ -63,10 +72,11 @@ def update_rows(
                 for row in rows
             ],
         )
-        return
-    statement, arrays = _update_statement(table, tuple(keys), tuple(values))
+        return result.rowcount
+    statement, arrays = _update_statement(table, tuple(keys), tuple(values), version)
     with _driver_cursor(conn, f"UPDATE {table.name}") as cursor:
         cursor.execute(statement, [[row[name] for row in rows] for name in arrays])
+        return cursor.rowcount
 
 
 def select_rows(
@@ -151,10 +161,11 @@ def _copy_statement(table: sa.Table) -> sql.Composed:
 
 @functools.cache
 def _update_statement(
-    table: sa.Table, keys: tuple[str, ...], values: tuple[str, ...]
+    table: sa.Table, keys: tuple[str, ...], values: tuple[str, ...], version: str | None
 ) -> tuple[sql.Composed, tuple[str, ...]]:
-    """``UPDATE table SET v = new.v … FROM unnest(%s::type[], …) AS new(…) WHERE key = new.key``,
-    and the column whose array each parameter is."""
+    """``UPDATE table SET v = new.v … FROM unnest(%s::type[], …) AS new(…) WHERE key = new.key``
+    (and ``coalesce(version, 0) = new.version - 1``), and the column whose array each parameter
+    is."""
     dialect = postgresql.dialect()
     arrays = (*keys, *values)
     new = sql.SQL(", ").join(
@@ -171,7 +182,14 @@ def _update_statement(
         new=new,
         names=sql.SQL(", ").join(sql.Identifier(name) for name in arrays),
         match=sql.SQL(" AND ").join(
-            sql.SQL("t.{0} = new.{0}").format(sql.Identifier(key)) for key in keys
+            [
+                *(sql.SQL("t.{0} = new.{0}").format(sql.Identifier(key)) for key in keys),
+                *(
+                    [sql.SQL("coalesce(t.{0}, 0) = new.{0} - 1").format(sql.Identifier(version))]
+                    if version is not None
+                    else []
+                ),
+            ]
         ),
     )
     return statement, arrays

@@ -127,6 +127,10 @@ class Order(SQLModel, table=True):
     traceparent: str | None = Field(default=None, max_length=55)
     """The W3C trace context of the span that placed the order (OpenTelemetry): its later
     fills and cancels are traced in the same trace. Added after the table; None in older rows."""
+    version: int | None = None
+    """How many times the row was updated: each update names the version it replaces, so that
+    an executor whose picture of the order is out of date (a fenced predecessor committing a
+    transaction late) changes nothing. Added after the table; None in older rows counts as 0."""
 
 
 class Fill(SQLModel, table=True):

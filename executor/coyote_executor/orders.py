@@ -55,6 +55,9 @@ class LiveOrder:
     traceparent: str | None = None
     """The W3C trace context of the span that placed the order: its later events (fills,
     cancels, found by reconciliation) are traced as its children."""
+    version: int = 0
+    """The version of the order's row once the changes made to it so far are written
+    (:meth:`coyote_executor.store.Changes.update` counts them)."""
     key: str = dataclasses.field(init=False)
     """The order id as text: the broker's client order id and the key of the order's rows
     (made once: ``str`` of a UUID costs ~0.6 us, and an order needed it ten times)."""

@@ -77,7 +77,7 @@ from coyote_executor.health import ExecutorHealth
 from coyote_executor.models import Position
 from coyote_executor.orders import Advance, LiveOrder, advance, reject
 from coyote_executor.prices import PriceBook
-from coyote_executor.store import Changes, Store, intent_row
+from coyote_executor.store import Changes, OrdersChangedMeanwhile, Store, intent_row
 from coyote_risk import (
     ACTIVE,
     HALTED,
@@ -147,10 +147,11 @@ class Fenced(RuntimeError):
 
 
 class _WrittenMeanwhile(Exception):
-    """Rows this executor was writing for the first time exist already, and it is not fenced:
-    its predecessor, frozen inside a transaction begun before it was fenced, committed that
-    transaction after this one read the records (a commit the database alone cannot refuse).
-    What this executor holds in memory no longer matches the records: it reloads them."""
+    """Rows this executor was writing for the first time exist already, or orders it was
+    updating were changed since it read them, and it is not fenced: its predecessor, frozen
+    inside a transaction begun before it was fenced, committed that transaction after this one
+    read the records (a commit the database alone cannot refuse). What this executor holds in
+    memory no longer matches the records: it reloads them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1803,6 +1804,11 @@ class Executor:
                 result = await asyncio.to_thread(call)
                 self.health.database(None)
                 return result
+            except OrdersChangedMeanwhile as exc:
+                # Orders this executor updates were changed by another writer since it read
+                # them: as above, fenced it stops; not fenced, it reloads.
+                await self._check_not_fenced(self._owned_partitions(), stop)
+                raise _WrittenMeanwhile(str(exc)) from exc
             except (OperationalError, DBAPIError) as exc:
                 if isinstance(exc, IntegrityError):
                     # Rows this executor is writing for the first time already exist: another

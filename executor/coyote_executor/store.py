@@ -56,6 +56,7 @@ _MUTABLE = (
     "reject_code",
     "reject_reason",
     "updated_ms",
+    "version",
 )
 _OPEN = [s.value for s in OrderStatus if not s.is_terminal]
 
@@ -91,6 +92,9 @@ class Changes:
         return body
 
     def update(self, order: LiveOrder) -> None:
+        """Records ``order``'s new state; its row's version goes up by one when written."""
+        if order.key not in self.updated_orders:
+            order.version += 1
         self.updated_orders[order.key] = order
 
     def frozen(self) -> Changes:
@@ -101,6 +105,12 @@ class Changes:
             new_orders=[copy.copy(order) for order in self.new_orders],
             updated_orders={key: copy.copy(order) for key, order in self.updated_orders.items()},
         )
+
+
+class OrdersChangedMeanwhile(Exception):
+    """An update of :meth:`Store.apply` found an order's row at another version than the one
+    its changes were made from: another writer (a fenced predecessor's late commit) changed
+    it. Nothing of the changes was written."""
 
 
 IDLE_IN_TRANSACTION_MS = 10_000
@@ -438,17 +448,24 @@ class Store:
                 [_order_row(order) for order in changes.new_orders],
             )
             new = _ids(changes.new_orders)
-            bulk.update_rows(
+            updated = [
+                {"order_id": key, **_mutable(o)}
+                for key, o in changes.updated_orders.items()
+                if key not in new
+            ]
+            written = bulk.update_rows(
                 conn,
                 Order.__table__,  # type: ignore[attr-defined]
                 ("order_id",),
                 _MUTABLE,
-                [
-                    {"order_id": key, **_mutable(o)}
-                    for key, o in changes.updated_orders.items()
-                    if key not in new
-                ],
+                updated,
+                version="version",
             )
+            if written != len(updated):
+                raise OrdersChangedMeanwhile(
+                    f"{len(updated) - written} of {len(updated)} orders were changed by another "
+                    "writer since this executor read them"
+                )
             if changes.fills:
                 self._book_fills(conn, changes.fills)
             bulk.insert_rows(
@@ -630,6 +647,7 @@ def _mutable(order: LiveOrder) -> dict[str, Any]:
         "reject_code": order.reject_code,
         "reject_reason": order.reject_reason,
         "updated_ms": order.updated_ms,
+        "version": order.version,
     }
 
 
@@ -680,6 +698,7 @@ def _live_order(row: Any) -> LiveOrder:
         reject_reason=row["reject_reason"],
         updated_ms=row["updated_ms"],
         traceparent=row["traceparent"],
+        version=row["version"] or 0,
     )
 
 

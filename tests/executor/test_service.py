@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -12,13 +13,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 import sqlalchemy as sa
 
 from coyote_executor.brokers.base import BrokerOrder, BrokerOrderState, BrokerUnavailable
 from coyote_executor.brokers.paper import PaperBroker, PaperSettings
-from coyote_executor.models import Balance, Fill, Intent, Order
+from coyote_executor.models import Balance, Fill, Intent, Order, Report
 from coyote_executor.service import Fenced
 from coyote_executor.store import Changes
 from coyote_sdk import protocol
@@ -459,6 +461,61 @@ async def test_intents_a_fenced_predecessor_recorded_after_the_dedupe_read_are_i
     submissions = ex.sync_redis.hgetall(broker.submissions_key(ex.account))
     assert submissions == {str(o.intent_id).encode(): b"1" for o in orders}
     assert ex.store.verify_positions(ex.account) == []
+
+
+async def test_an_order_change_a_fenced_predecessor_recorded_late_is_recorded_and_reported_once(
+    ex: ExecutorHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The predecessor, frozen inside the transaction recording a cancel's answer, committed it
+    # when thawed, after its successor had read the order: the successor's record of the same
+    # cancel (with reports of its own) must not be written too — two cancel reports in the
+    # records, both of which a redelivery could publish.
+    resting = ex.limit("1.07000")
+    await ex.send(resting)
+    await ex.reports_until(lambda rs: resting.intent_id in {r.order_id for r in rs})
+    apply = ex.store.apply
+    predecessors: list[Changes] = []
+
+    def predecessor_commits_first(changes: Changes) -> None:
+        cancelled = [o for o in changes.updated_orders.values() if o.status is OrderStatus.CANCELED]
+        if cancelled and not predecessors:
+            # The same change, decided by the predecessor: its own reports.
+            theirs = dataclasses.replace(
+                changes.frozen(),
+                reports=[
+                    msgspec.structs.replace(r, report_id=uuid.uuid4()) for r in changes.reports
+                ],
+                bodies={},
+                traceparents={},
+            )
+            predecessors.append(theirs)
+            apply(theirs)
+        apply(changes)
+
+    ex.store.apply = predecessor_commits_first  # type: ignore[method-assign]
+    cancel = CancelOrder(
+        intent_id=protocol.new_intent_id(),
+        ts_ms=protocol.now_ms(),
+        account_id=ex.account,
+        bot_id="bot-a",
+        order_id=resting.intent_id,
+    )
+    await ex.send(cancel)
+
+    reports = (await ex.terminal_reports([resting.intent_id]))[resting.intent_id]
+    await asyncio.sleep(1.0)  # a second report would come now
+    await ex.reports_until(lambda _: True)
+
+    assert predecessors, "no cancel was recorded"
+    assert not ex.task.done(), "the executor stopped"
+    assert "written meanwhile" in caplog.text
+    cancels = [
+        r for r in ex.received if r.order_id == resting.intent_id and r.order_status.is_terminal
+    ]
+    assert [r.order_status for r in cancels] == [OrderStatus.CANCELED]
+    assert reports[-1].order_status is OrderStatus.CANCELED
+    recorded = rows(ex, Report, order_id=str(resting.intent_id), exec_type="canceled")
+    assert len(recorded) == 1
 
 
 async def test_rows_written_meanwhile_again_and_again_stop_the_executor(

@@ -13,8 +13,11 @@ import sqlalchemy as sa
 from coyote_executor import bulk, service
 from coyote_executor import store as store_module
 from coyote_executor.models import RETIRED_INDEXES, Balance, Report
-from coyote_executor.store import Store
+from coyote_executor.orders import LiveOrder
+from coyote_executor.store import Changes, OrdersChangedMeanwhile, Store
+from coyote_sdk import protocol
 from coyote_sdk.config import Endpoints
+from coyote_sdk.protocol import ExecType, NewOrder, OrderStatus, OrderType, Side
 from tests.conftest import schema_engine
 
 pytestmark = pytest.mark.integration
@@ -39,6 +42,7 @@ def test_a_database_of_an_older_executor_gains_the_traceparent_columns(database_
     with old.engine.begin() as conn:
         # The tables as an executor before traces created them, with an open order in them.
         conn.execute(sa.text("ALTER TABLE orders DROP COLUMN traceparent"))
+        conn.execute(sa.text("ALTER TABLE orders DROP COLUMN version"))
         conn.execute(sa.text("ALTER TABLE execution_reports DROP COLUMN traceparent"))
         conn.execute(
             sa.text(
@@ -60,9 +64,60 @@ def test_a_database_of_an_older_executor_gains_the_traceparent_columns(database_
         for table in ("orders", "execution_reports")
     }
     assert all("traceparent" in names for names in columns.values())
+    assert "version" in columns["orders"]
     (order,) = store.open_orders(["paper-1"])
     assert str(order.order_id) == "019aa5f0-7c1e-7d3a-9a41-3f7e2c1b0a11"
-    assert order.traceparent is None
+    assert (order.traceparent, order.version) == (None, 0)
+    # The old row, without a version, takes updates.
+    order.status = OrderStatus.CANCELED
+    changes = Changes()
+    changes.update(order)
+    store.apply(changes)
+    assert store.open_orders(["paper-1"]) == []
+    store.close()
+
+
+def _cancel(order: LiveOrder) -> Changes:
+    """``order`` cancelled, with its report: what an executor records on the broker's answer."""
+    order.status = OrderStatus.CANCELED
+    changes = Changes()
+    changes.update(order)
+    changes.reports.append(
+        protocol.report_for(order.intent, ExecType.CANCELED, OrderStatus.CANCELED, ts_ms=2)
+    )
+    return changes
+
+
+def test_an_update_made_from_an_out_of_date_read_of_an_order_changes_nothing(
+    database_url: str,
+) -> None:
+    # A fenced predecessor's late commit of an order change: the executor that read the order
+    # before it must not write the same change again (and report it twice).
+    store = Store(database_url)
+    store.create_schema()
+    intent = NewOrder(
+        intent_id=protocol.new_intent_id(),
+        ts_ms=1,
+        account_id="paper-1",
+        bot_id="bot-a",
+        symbol="EURUSD",
+        side=Side.BUY,
+        quantity=Decimal(1000),
+        order_type=OrderType.LIMIT,
+        limit_price=Decimal("1.07"),
+    )
+    store.apply(Changes(new_orders=[LiveOrder.placed(intent, 1)]))
+    (predecessors,) = store.open_orders(["paper-1"])
+    (ours,) = store.open_orders(["paper-1"])
+
+    store.apply(_cancel(predecessors))
+    with pytest.raises(OrdersChangedMeanwhile, match="1 of 1 orders were changed"):
+        store.apply(_cancel(ours))
+
+    with store.engine.connect() as conn:
+        reports = conn.execute(sa.select(sa.func.count()).select_from(Report.__table__)).scalar()
+        version = conn.execute(sa.text("SELECT version FROM orders")).scalar_one()
+    assert (reports, version) == (1, 1)
     store.close()
 
 
