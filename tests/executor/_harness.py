@@ -23,7 +23,7 @@ from coyote_sdk import protocol
 from coyote_sdk.config import Endpoints
 from coyote_sdk.dev import ensure_topics
 from coyote_sdk.marketdata import MarketDataWriter
-from coyote_sdk.protocol import ExecutionReport, NewOrder, OrderType, Side, Trade
+from coyote_sdk.protocol import CancelOrder, ExecutionReport, NewOrder, OrderType, Side, Trade
 from tests.tasks import end_tasks
 
 
@@ -269,6 +269,13 @@ class ExecutorHarness:
 
     def limit(self, price: str, **fields: Any) -> NewOrder:
         return self.order(order_type=OrderType.LIMIT, limit_price=Decimal(price), **fields)
+
+    def cancel(self, order_id: uuid.UUID, **fields: Any) -> CancelOrder:
+        fields.setdefault("bot_id", "bot-a")
+        fields.setdefault("ts_ms", protocol.now_ms())
+        return CancelOrder(
+            intent_id=protocol.new_intent_id(), account_id=self.account, order_id=order_id, **fields
+        )
 
     async def send(
         self,

@@ -28,7 +28,6 @@ from coyote_sdk.protocol import (
     HALTS_KEY,
     Alert,
     CancelAll,
-    CancelOrder,
     ExecType,
     ExecutionReport,
     Halt,
@@ -149,13 +148,7 @@ async def test_an_account_halt_refuses_new_orders_and_replaces_while_cancels_go(
         order_id=resting.intent_id,
         quantity=Decimal(2000),
     )
-    cancel = CancelOrder(
-        intent_id=protocol.new_intent_id(),
-        ts_ms=protocol.now_ms(),
-        account_id=ex.account,
-        bot_id="bot-a",
-        order_id=resting.intent_id,
-    )
+    cancel = ex.cancel(resting.intent_id)
     cancel_all = CancelAll(
         intent_id=protocol.new_intent_id(),
         ts_ms=protocol.now_ms(),

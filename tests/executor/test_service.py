@@ -26,7 +26,6 @@ from coyote_executor.store import Changes
 from coyote_sdk import protocol
 from coyote_sdk.config import Endpoints
 from coyote_sdk.protocol import (
-    CancelOrder,
     ExecType,
     OrderStatus,
     ReplaceOrder,
@@ -200,20 +199,8 @@ async def test_cancel_and_replace_of_a_resting_order(ex: ExecutorHarness) -> Non
         limit_price=Decimal("1.07100"),
         quantity=Decimal(2000),
     )
-    cancel = CancelOrder(
-        intent_id=protocol.new_intent_id(),
-        ts_ms=protocol.now_ms(),
-        account_id=ex.account,
-        bot_id="bot-a",
-        order_id=order.intent_id,
-    )
-    cancel_unknown = CancelOrder(
-        intent_id=protocol.new_intent_id(),
-        ts_ms=protocol.now_ms(),
-        account_id=ex.account,
-        bot_id="bot-a",
-        order_id=uuid.uuid4(),
-    )
+    cancel = ex.cancel(order.intent_id)
+    cancel_unknown = ex.cancel(uuid.uuid4())
     await ex.send(replace, cancel, cancel_unknown)
 
     await ex.terminal_reports([order.intent_id, cancel_unknown.order_id])
@@ -275,13 +262,7 @@ async def test_a_cancel_is_carried_out_however_late(ex: ExecutorHarness) -> None
     resting = ex.limit("1.07000")
     await ex.send(resting)
     await ex.reports_until(lambda rs: resting.intent_id in {r.order_id for r in rs})
-    late = CancelOrder(
-        intent_id=protocol.new_intent_id(),
-        ts_ms=protocol.now_ms() - 3_600_000,
-        account_id=ex.account,
-        bot_id="bot-a",
-        order_id=resting.intent_id,
-    )
+    late = ex.cancel(resting.intent_id, ts_ms=protocol.now_ms() - 3_600_000)
     await ex.send(late)
 
     reports = (await ex.terminal_reports([resting.intent_id]))[resting.intent_id]
@@ -493,14 +474,7 @@ async def test_an_order_change_a_fenced_predecessor_recorded_late_is_recorded_an
         apply(changes)
 
     ex.store.apply = predecessor_commits_first  # type: ignore[method-assign]
-    cancel = CancelOrder(
-        intent_id=protocol.new_intent_id(),
-        ts_ms=protocol.now_ms(),
-        account_id=ex.account,
-        bot_id="bot-a",
-        order_id=resting.intent_id,
-    )
-    await ex.send(cancel)
+    await ex.send(ex.cancel(resting.intent_id))
 
     reports = (await ex.terminal_reports([resting.intent_id]))[resting.intent_id]
     await asyncio.sleep(1.0)  # a second report would come now
