@@ -12,7 +12,12 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from coyote_executor.brokers.base import BrokerOrder, BrokerOrderState, FencedAtVenue
+from coyote_executor.brokers.base import (
+    BrokerOrder,
+    BrokerOrderState,
+    FencedAtVenue,
+    UpdateListener,
+)
 from coyote_executor.brokers.paper import PaperBroker, PaperSettings
 from coyote_sdk import protocol
 from coyote_sdk.config import Endpoints
@@ -117,14 +122,14 @@ async def test_a_fenced_matcher_leaves_the_successors_orders_alone(
 ) -> None:
     filled: dict[str, list[str]] = {"former": [], "successor": []}
 
-    def noting(who: str) -> object:
+    def noting(who: str) -> UpdateListener:
         def note(_account: str, states: Sequence[BrokerOrderState]) -> None:
             filled[who] += [s.client_order_id for s in states if s.filled_quantity]
 
         return note
 
     former, successor = venue.broker(), venue.broker()
-    await former.start(noting("former"))  # type: ignore[arg-type]
+    await former.start(noting("former"))
     await former.serve([venue.account])
     await former.submit_many([venue.resting("c1")])
     await successor.serve([venue.account])  # not matching yet: no start
