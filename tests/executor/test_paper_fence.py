@@ -5,74 +5,22 @@ fill by its matcher."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from decimal import Decimal
+from collections.abc import AsyncIterator
 
 import pytest
-import redis
-import redis.asyncio as aioredis
 
-from coyote_executor.brokers.base import (
-    BrokerOrder,
-    BrokerOrderState,
-    FencedAtVenue,
-    UpdateListener,
-)
-from coyote_executor.brokers.paper import PaperBroker, PaperSettings
-from coyote_sdk import protocol
+from coyote_executor.brokers.base import FencedAtVenue
 from coyote_sdk.config import Endpoints
-from coyote_sdk.marketdata import MarketDataWriter
-from coyote_sdk.protocol import OrderStatus, OrderType, Side
+from coyote_sdk.protocol import OrderStatus
+from tests.executor._paper import Updates, Venue
 
 pytestmark = pytest.mark.integration
 
 
-class Venue:
-    """One paper account, and the brokers of the executors that serve it in turn."""
-
-    def __init__(self, client: aioredis.Redis, unique: str) -> None:
-        self.client = client
-        self.account = f"acct-{unique}"
-        self.venue = f"v{unique}"
-        self.brokers: list[PaperBroker] = []
-
-    def broker(self, **settings: object) -> PaperBroker:
-        paper = PaperSettings(venue=self.venue, **settings)  # type: ignore[arg-type]
-        broker = PaperBroker(self.client, {self.account: paper}, match_interval_ms=20)
-        self.brokers.append(broker)
-        return broker
-
-    def resting(self, client_order_id: str) -> BrokerOrder:
-        """A buy limit far below any price: it rests."""
-        return BrokerOrder(
-            client_order_id,
-            self.account,
-            "EURUSD",
-            Side.BUY,
-            Decimal(1000),
-            order_type=OrderType.LIMIT,
-            limit_price=Decimal("1.00000"),
-        )
-
-    async def submissions(self) -> dict[bytes, bytes]:
-        return await self.client.hgetall(f"coyote:paper:{self.account}:submissions")
-
-    async def stored(self, client_order_id: str) -> bytes | None:
-        return await self.client.hget(f"coyote:paper:{self.account}:orders", client_order_id)
-
-
 @pytest.fixture
 async def venue(endpoints: Endpoints, unique: str) -> AsyncIterator[Venue]:
-    client = aioredis.Redis.from_url(endpoints.redis_url)
-    v = Venue(client, unique)
-    yield v
-    for broker in v.brokers:
-        await broker.close()
-    for pattern in (f"coyote:paper:{v.account}:*", f"coyote:md:{v.venue}:*"):
-        keys = [k async for k in client.scan_iter(match=pattern, count=1000)]
-        if keys:
-            await client.delete(*keys)
-    await client.aclose()
+    async with Venue.opened(endpoints, unique) as opened:
+        yield opened
 
 
 async def test_the_broker_before_a_take_over_changes_nothing_at_the_venue(venue: Venue) -> None:
@@ -117,44 +65,27 @@ async def test_a_submission_frozen_while_a_successor_sent_the_same_order_is_refu
     assert [s.client_order_id for s in await successor.open_orders(venue.account)] == ["c1"]
 
 
-async def test_a_fenced_matcher_leaves_the_successors_orders_alone(
-    venue: Venue, endpoints: Endpoints
-) -> None:
-    filled: dict[str, list[str]] = {"former": [], "successor": []}
-
-    def noting(who: str) -> UpdateListener:
-        def note(_account: str, states: Sequence[BrokerOrderState]) -> None:
-            filled[who] += [s.client_order_id for s in states if s.filled_quantity]
-
-        return note
-
+async def test_a_fenced_matcher_leaves_the_successors_orders_alone(venue: Venue) -> None:
+    former_saw, successor_saw = Updates(), Updates()
     former, successor = venue.broker(), venue.broker()
-    await former.start(noting("former"))
+    await former.start(former_saw.listener)
     await former.serve([venue.account])
     await former.submit_many([venue.resting("c1")])
     await successor.serve([venue.account])  # not matching yet: no start
 
-    with redis.Redis.from_url(endpoints.redis_url) as sync_client:
-        MarketDataWriter(sync_client, venue=venue.venue, publish=False).add_trades(
-            [
-                protocol.Trade(
-                    symbol="EURUSD",
-                    venue=venue.venue,
-                    ts_ms=protocol.now_ms(),
-                    price=Decimal("0.99000"),  # through the limit
-                    size=Decimal(1_000_000),
-                )
-            ]
-        )
+    venue.trade("0.99000")  # through the limit
     await asyncio.sleep(0.3)  # many of the former's matching rounds
     untouched = await successor.lookup(venue.account, "c1")
-    await successor.start(noting("successor"))
+    await successor.start(successor_saw.listener)
     for _ in range(100):
-        if filled["successor"]:
+        if successor_saw.calls:
             break
         await asyncio.sleep(0.05)
 
-    assert filled == {"former": [], "successor": ["c1"]}
+    assert former_saw.calls == []
+    assert [(s.client_order_id, s.status) for s in successor_saw.states] == [
+        ("c1", OrderStatus.FILLED)
+    ]
     assert untouched is not None and untouched.status is OrderStatus.NEW
     done = await successor.lookup(venue.account, "c1")
     assert done is not None and done.status is OrderStatus.FILLED

@@ -245,6 +245,9 @@ class PaperBroker(Broker):
         """... and those it has taken on (its fencing token, its open orders loaded) and works."""
         self._tokens: dict[str, int] = {}
         """The fencing token of each account served."""
+        self._unsure: set[str] = set()
+        """Served accounts whose book in memory may differ from the venue's (a write failed:
+        it may or may not have landed); read back from the venue before they are matched."""
         self._fenced_write = client.register_script(_FENCED_WRITE)
         self._random = random.Random()
 
@@ -293,13 +296,19 @@ class PaperBroker(Broker):
     async def _take_on(self, account_id: str) -> None:
         async with _venue_reachable("take on"):
             token = await self._client.incr(_key(account_id, "fence"))
-        working = await self._venue_open(account_id)
-        self._open[account_id] = {o.client_order_id: o for o in working}
+        await self._read_back(account_id)
         self._tokens[account_id] = token
         self._served.add(account_id)
 
+    async def _read_back(self, account_id: str) -> None:
+        """Loads the account's open orders from the venue's book into memory."""
+        working = await self._venue_open(account_id)
+        self._open[account_id] = {o.client_order_id: o for o in working}
+        self._unsure.discard(account_id)
+
     def _let_go(self, account_id: str) -> None:
         self._open[account_id] = {}
+        self._unsure.discard(account_id)
         self._served.discard(account_id)
         self._tokens.pop(account_id, None)
 
@@ -366,17 +375,9 @@ class PaperBroker(Broker):
                 paper = self._accept(order, settings, prices[settings.venue].get(order.symbol), now)
                 seen[order.client_order_id] = paper
                 states.append(paper.state())
-            try:
-                # Every submission is counted, a repeated one too (after the first's count is
-                # set); one refused by the fence is not.
-                await self._write(seen.values(), fresh=True, counted=orders)
-            except FencedAtVenue:
-                raise  # the accounts refused are let go; the others' orders are at the venue
-            except BaseException:
-                # Not (known to be) at the venue: the matcher must not fill them from memory.
-                for paper in seen.values():
-                    self._open[paper.account_id].pop(paper.client_order_id, None)
-                raise
+            # Every submission is counted, a repeated one too (after the first's count is set);
+            # one refused by the fence is not.
+            await self._write(seen.values(), fresh=True, counted=orders)
         if self._random.random() < max(f.lost_answer_rate for f in faults):
             raise BrokerUnavailable("paper venue: the orders were taken but the answer was lost")
         return states
@@ -410,7 +411,7 @@ class PaperBroker(Broker):
             paper.reject_code = "broker.no_market_data"
             paper.reject_reason = f"no recent price of {order.symbol} on venue {settings.venue}"
         elif last is not None:
-            self._match(paper, last[1], now, settings, first=True)
+            return self._matched(paper, last[1], now, settings, first=True) or paper
         return paper
 
     async def cancel(self, account_id: str, client_order_id: str) -> BrokerOrderState:
@@ -488,7 +489,7 @@ class PaperBroker(Broker):
 
     # -- matching --------------------------------------------------------------------------
 
-    def _match(
+    def _matched(
         self,
         paper: _PaperOrder,
         last: Decimal,
@@ -496,22 +497,25 @@ class PaperBroker(Broker):
         settings: PaperSettings,
         *,
         first: bool = False,
-    ) -> bool:
-        """Fills what ``last`` allows; returns whether the order changed."""
+    ) -> _PaperOrder | None:
+        """What ``last`` makes of ``paper``: a changed copy (a fill, a stop's trigger, an
+        immediate order's end), or None when nothing changes; ``paper`` itself is left as it is.
+        :meth:`_write` puts the change in the venue's book and in memory."""
         buy = paper.side is Side.BUY
+        triggered = paper.triggered
         price: Decimal | None = None
-        if paper.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and not paper.triggered:
+        if paper.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and not triggered:
             stop = paper.stop_price
             assert stop is not None
             if (buy and last >= stop) or (not buy and last <= stop):
-                paper.triggered = True
+                triggered = True
             elif not first or paper.time_in_force not in (TimeInForce.IOC, TimeInForce.FOK):
-                return False
+                return None
         if paper.order_type is OrderType.MARKET or (
-            paper.order_type is OrderType.STOP and paper.triggered
+            paper.order_type is OrderType.STOP and triggered
         ):
             price = self._slipped(paper.side, last, settings)
-        elif paper.triggered or paper.order_type is OrderType.LIMIT:
+        elif triggered or paper.order_type is OrderType.LIMIT:
             limit = paper.limit_price
             assert limit is not None
             if (buy and last <= limit) or (not buy and last >= limit):
@@ -520,34 +524,40 @@ class PaperBroker(Broker):
                 price = (min(limit, last) if buy else max(limit, last)) if first else limit
         leaves = paper.quantity - paper.filled
         immediate = first and paper.time_in_force in (TimeInForce.IOC, TimeInForce.FOK)
-        if price is None or leaves <= 0:
-            if immediate:
-                paper.status = OrderStatus.CANCELED
-                paper.updated_ms = now
-                return True
-            return False
         size = leaves if settings.liquidity is None else min(leaves, settings.liquidity)
-        if paper.time_in_force is TimeInForce.FOK and first and size < leaves:
-            paper.status = OrderStatus.CANCELED
-            paper.updated_ms = now
-            return True
-        paper.fills.append(
+        if immediate and (
+            price is None
+            or leaves <= 0
+            or (paper.time_in_force is TimeInForce.FOK and size < leaves)
+        ):
+            return msgspec.structs.replace(
+                paper, triggered=triggered, status=OrderStatus.CANCELED, updated_ms=now
+            )
+        if price is None or leaves <= 0:
+            # A stop-limit triggered away from its limit: the trigger is kept (a restart
+            # reads it back), the order's state is unchanged.
+            if triggered and not paper.triggered:
+                return msgspec.structs.replace(paper, triggered=True)
+            return None
+        fills = [
+            *paper.fills,
             _Fill(
                 fill_id=f"{paper.broker_order_id}-{len(paper.fills) + 1}",
                 quantity=size,
                 price=price,
                 fee=size * price * settings.fee_bps / BPS,
                 ts_ms=now,
-            )
-        )
-        paper.updated_ms = now
-        if paper.filled >= paper.quantity:
-            paper.status = OrderStatus.FILLED
+            ),
+        ]
+        if size >= leaves:
+            status = OrderStatus.FILLED
         elif immediate:
-            paper.status = OrderStatus.CANCELED  # IOC: the rest is cancelled
+            status = OrderStatus.CANCELED  # IOC: the rest is cancelled
         else:
-            paper.status = OrderStatus.PARTIALLY_FILLED
-        return True
+            status = OrderStatus.PARTIALLY_FILLED
+        return msgspec.structs.replace(
+            paper, triggered=triggered, fills=fills, status=status, updated_ms=now
+        )
 
     @staticmethod
     def _slipped(side: Side, price: Decimal, settings: PaperSettings) -> Decimal:
@@ -568,33 +578,45 @@ class PaperBroker(Broker):
         """Checks every resting order against the last prices once."""
         if self._wanted - self._served:
             await self._load_wanted()
-        for account_id, working in self._open.items():
-            if not working:
-                continue
+        for account_id in list(self._open):
             settings = self._accounts[account_id]
+            updated: list[_PaperOrder] = []
             changed: list[BrokerOrderState] = []
             async with self._lock:
+                if account_id in self._unsure:
+                    await self._read_back(account_id)
+                working = self._open[account_id]
+                if not working:
+                    continue
                 prices = await self._prices.latest(
                     settings.venue, {o.symbol for o in working.values()}
                 )
                 now = now_ms()
-                for paper in list(working.values()):
+                for paper in working.values():
+                    after: _PaperOrder | None
                     if paper.time_in_force is TimeInForce.DAY and (
                         now // _DAY_MS > paper.created_ms // _DAY_MS
                     ):
-                        paper.status = OrderStatus.EXPIRED
-                        paper.updated_ms = now
+                        after = msgspec.structs.replace(
+                            paper, status=OrderStatus.EXPIRED, updated_ms=now
+                        )
+                    elif (last := prices.get(paper.symbol)) is not None:
+                        after = self._matched(paper, last[1], now, settings)
                     else:
-                        last = prices.get(paper.symbol)
-                        if last is None or not self._match(paper, last[1], now, settings):
-                            continue
-                    try:
-                        await self._write([paper])
-                    except FencedAtVenue as exc:
-                        # A zombie's matcher, thawed: the successor works these orders now.
-                        log.warning("paper broker: %s; its orders are not matched here", exc)
-                        break
-                    changed.append(paper.state())
+                        continue
+                    if after is None:
+                        continue
+                    updated.append(after)
+                    if after.status is not paper.status or len(after.fills) != len(paper.fills):
+                        changed.append(after.state())  # not only a stop's trigger
+                if not updated:
+                    continue
+                try:
+                    await self._write(updated)
+                except FencedAtVenue as exc:
+                    # A zombie's matcher, thawed: the successor works these orders now.
+                    log.warning("paper broker: %s; its orders are not matched here", exc)
+                    continue
             if changed and self._listener is not None:
                 outcome = self._listener(account_id, changed)
                 if inspect.isawaitable(outcome):
@@ -657,6 +679,29 @@ class PaperBroker(Broker):
                 self._open[account_id][client_id] = paper
         for order in counted:
             changes.setdefault(order.account_id, ([], [], [], []))[3].append(order.client_order_id)
+        try:
+            written, calls = await self._write_fenced(changes)
+        except BaseException:
+            # Whether the venue's book took them is not known (the reply may be what was lost):
+            # the book in memory, changed already, is read back from the venue's before the
+            # matcher works these accounts again.
+            self._unsure.update(changes)
+            raise
+        fenced = sorted({a for a, ok in zip(calls, written, strict=True) if not ok})
+        for account_id in fenced:
+            # Not wanted any more either: taking it on again would fence its new owner off.
+            self._wanted.discard(account_id)
+            self._let_go(account_id)
+        if fenced:
+            raise FencedAtVenue(
+                f"paper venue: another executor has taken account(s) {', '.join(fenced)} on"
+            )
+
+    async def _write_fenced(
+        self, changes: Mapping[str, tuple[list[bytes | str], list[str], list[str], list[str]]]
+    ) -> tuple[list[object], list[str]]:
+        """The script calls of :meth:`_write` in one pipeline: their answers (false where the
+        fence refused) and the account of each."""
         pipe = self._client.pipeline(transaction=False)
         calls: list[str] = []
         for account_id, (records, closed, opened, submitted) in changes.items():
@@ -674,13 +719,4 @@ class PaperBroker(Broker):
                 args += [*pairs, *ended, *working, *submitted[start:end]]
                 await self._fenced_write(keys, args, client=pipe)
                 calls.append(account_id)
-        written = await pipe.execute()
-        fenced = sorted({a for a, ok in zip(calls, written, strict=True) if not ok})
-        for account_id in fenced:
-            # Not wanted any more either: taking it on again would fence its new owner off.
-            self._wanted.discard(account_id)
-            self._let_go(account_id)
-        if fenced:
-            raise FencedAtVenue(
-                f"paper venue: another executor has taken account(s) {', '.join(fenced)} on"
-            )
+        return await pipe.execute(), calls
