@@ -53,6 +53,13 @@ class Venue:
         self.brokers.append(broker)
         return broker
 
+    async def working(self, **settings: object) -> tuple[PaperBroker, Updates]:
+        """A broker serving the account and matching its orders, and what it reports."""
+        broker, updates = self.broker(**settings), Updates()
+        await broker.start(updates.listener)
+        await broker.serve([self.account])
+        return broker, updates
+
     def resting(self, client_order_id: str) -> BrokerOrder:
         """A buy limit far below any price: it rests."""
         return self.order(

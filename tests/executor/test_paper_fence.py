@@ -66,10 +66,8 @@ async def test_a_submission_frozen_while_a_successor_sent_the_same_order_is_refu
 
 
 async def test_a_fenced_matcher_leaves_the_successors_orders_alone(venue: Venue) -> None:
-    former_saw, successor_saw = Updates(), Updates()
-    former, successor = venue.broker(), venue.broker()
-    await former.start(former_saw.listener)
-    await former.serve([venue.account])
+    former, former_saw = await venue.working()
+    successor, successor_saw = venue.broker(), Updates()
     await former.submit_many([venue.resting("c1")])
     await successor.serve([venue.account])  # not matching yet: no start
 

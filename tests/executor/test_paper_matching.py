@@ -15,7 +15,7 @@ from coyote_executor.brokers.base import BrokerUnavailable
 from coyote_executor.brokers.paper import PaperBroker
 from coyote_sdk.config import Endpoints
 from coyote_sdk.protocol import OrderStatus, OrderType, Side
-from tests.executor._paper import Updates, Venue
+from tests.executor._paper import Venue
 
 pytestmark = pytest.mark.integration
 
@@ -67,10 +67,7 @@ _LOST = redis.exceptions.ConnectionError("Connection reset by peer (injected)")
 async def test_a_stop_order_rests_until_the_market_reaches_it_then_fills_with_slippage(
     venue: Venue,
 ) -> None:
-    updates = Updates()
-    broker = venue.broker(slippage_bps=Decimal(10))
-    await broker.start(updates.listener)
-    await broker.serve([venue.account])
+    broker, updates = await venue.working(slippage_bps=Decimal(10))
     venue.trade("1.06000")
     stop = venue.order("s1", Side.SELL, OrderType.STOP, stop_price=Decimal("1.05000"))
     (placed,) = await broker.submit_many([stop])
@@ -88,10 +85,7 @@ async def test_a_stop_order_rests_until_the_market_reaches_it_then_fills_with_sl
 async def test_a_stop_limit_triggered_away_from_its_limit_keeps_its_trigger_across_a_restart(
     venue: Venue,
 ) -> None:
-    before, after = Updates(), Updates()
-    former = venue.broker()
-    await former.start(before.listener)
-    await former.serve([venue.account])
+    former, before = await venue.working()
     venue.trade("1.08000")
     order = venue.order(
         "s1",
@@ -102,26 +96,19 @@ async def test_a_stop_limit_triggered_away_from_its_limit_keeps_its_trigger_acro
     )
     await former.submit_many([order])
     venue.trade("1.11000")  # triggers it: a buy limit at 1.05 now, not marketable at 1.11
-    triggered = b'"triggered":true'
-    stored: list[bytes | None] = [None]
-
-    async def is_triggered() -> bool:
-        stored[0] = await venue.stored("s1")
-        return stored[0] is not None and triggered in stored[0]
-
     for _ in range(250):
-        if await is_triggered():
+        stored = await venue.stored("s1")
+        if stored is not None and b'"triggered":true' in stored:
             break
         await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the matcher never stored the trigger")
     await former.close()  # the executor restarts: its successor reads the book back
 
-    successor = venue.broker()
-    await successor.start(after.listener)
-    await successor.serve([venue.account])
+    _, after = await venue.working()  # the successor
     venue.trade("1.04000")  # under the limit, and far under the stop
     await _until(lambda: after.calls)
 
-    assert stored[0] is not None and triggered in stored[0]
     assert before.calls == []  # a trigger alone changes nothing the executor is told of
     (filled,) = after.states
     assert (filled.status, filled.average_price) == (OrderStatus.FILLED, Decimal("1.05000"))
@@ -130,10 +117,7 @@ async def test_a_stop_limit_triggered_away_from_its_limit_keeps_its_trigger_acro
 async def test_a_fill_whose_write_failed_is_written_and_reported_at_a_later_tick(
     venue: Venue,
 ) -> None:
-    updates = Updates()
-    broker = venue.broker()
-    await broker.start(updates.listener)
-    await broker.serve([venue.account])
+    broker, updates = await venue.working()
     await broker.submit_many([venue.resting("c1")])
     writes = _Writes(broker)
     writes.fail = 1
@@ -152,10 +136,7 @@ async def test_a_fill_whose_write_failed_is_written_and_reported_at_a_later_tick
 
 
 async def test_a_submission_whose_write_failed_is_not_filled_from_memory(venue: Venue) -> None:
-    updates = Updates()
-    broker = venue.broker()
-    await broker.start(updates.listener)
-    await broker.serve([venue.account])
+    broker, updates = await venue.working()
     writes = _Writes(broker)
     writes.fail = 1
 
@@ -170,10 +151,7 @@ async def test_a_submission_whose_write_failed_is_not_filled_from_memory(venue: 
 
 
 async def test_a_submission_placed_whose_answer_was_lost_is_still_worked(venue: Venue) -> None:
-    updates = Updates()
-    broker = venue.broker()
-    await broker.start(updates.listener)
-    await broker.serve([venue.account])
+    broker, updates = await venue.working()
     writes = _Writes(broker)
     writes.lose_reply = 1
 
@@ -190,10 +168,7 @@ async def test_a_submission_placed_whose_answer_was_lost_is_still_worked(venue: 
 async def test_the_orders_of_an_account_filled_in_one_tick_are_written_together(
     venue: Venue,
 ) -> None:
-    updates = Updates()
-    broker = venue.broker()
-    await broker.start(updates.listener)
-    await broker.serve([venue.account])
+    broker, updates = await venue.working()
     await broker.submit_many([venue.resting(f"c{i}") for i in range(5)])
     writes = _Writes(broker)
 
