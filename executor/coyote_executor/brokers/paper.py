@@ -579,11 +579,13 @@ class PaperBroker(Broker):
         if self._wanted - self._served:
             await self._load_wanted()
         for account_id in list(self._open):
+            if not self._open[account_id] and account_id not in self._unsure:
+                continue
             settings = self._accounts[account_id]
             updated: list[_PaperOrder] = []
             changed: list[BrokerOrderState] = []
             async with self._lock:
-                if account_id in self._unsure:
+                if account_id in self._unsure and account_id in self._served:
                     await self._read_back(account_id)
                 working = self._open[account_id]
                 if not working:
