@@ -25,6 +25,7 @@ status.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import email.utils
 import json
@@ -32,14 +33,19 @@ import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 import httpx
 
-from coyote_executor.brokers.base import BrokerAuthError, BrokerRateLimited, BrokerUnavailable
+from coyote_executor.brokers.base import (
+    BrokerAuthError,
+    BrokerError,
+    BrokerRateLimited,
+    BrokerUnavailable,
+)
 from coyote_executor.credentials import CredentialsProvider
 
 log = logging.getLogger(__name__)
@@ -265,6 +271,47 @@ class HttpClient:
             if response.status_code >= 500:
                 raise TransientError(f"{what}: HTTP {response.status_code}", ambiguous=True)
             return response
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, url: str, *, auth: Auth, silence_s: float
+    ) -> AsyncIterator[httpx.Response]:
+        """A long-lived ``GET`` whose body is read as it arrives (a venue's event stream); its
+        read fails once nothing has come for ``silence_s``. Fresh credentials are read once
+        after an auth failure. Not retried: the caller reconnects.
+
+        Raises:
+            TransientError: The stream could not be opened (connection, 429, 5xx).
+            BrokerAuthError: The venue refused the credentials twice.
+            BrokerError: Any other answer but 200 (a wrong path or account).
+        """
+        timeout = httpx.Timeout(silence_s, connect=self._client.timeout.connect)
+        refreshed = False
+        what = f"{self.venue} stream {httpx.URL(url).path}"
+        while True:
+            headers = auth.headers(await auth.credentials.get())
+            request = self._client.build_request("GET", url, headers=dict(headers), timeout=timeout)
+            try:
+                response = await self._client.send(request, stream=True)
+            except httpx.TransportError as exc:
+                raise TransientError(f"{what}: {type(exc).__name__}", ambiguous=False) from exc
+            try:
+                if self._is_auth_failure(response) and not refreshed:
+                    log.warning("%s: credentials refused; reading them again", what)
+                    auth.credentials.invalidate()
+                    refreshed = True
+                    continue
+                if self._is_auth_failure(response):
+                    raise BrokerAuthError(f"{what}: the credentials were refused, also anew")
+                if response.status_code == 429 or response.status_code >= 500:
+                    raise TransientError(f"{what}: HTTP {response.status_code}", ambiguous=False)
+                if response.status_code != 200:
+                    body = (await response.aread())[:300].decode(errors="replace")
+                    raise BrokerError(f"{what}: HTTP {response.status_code} {body}")
+                yield response
+                return
+            finally:
+                await response.aclose()
 
     async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Runs ``attempt`` until it succeeds or the policy gives up.

@@ -19,6 +19,13 @@ very transaction batch that created it (a market order without margin, a halted 
 working: it is reported ``rejected`` with ``broker.<cancel reason>``, e.g.
 ``broker.insufficient_margin``.
 
+Fills and cancels of resting orders are pushed: for each account the executor serves, the adapter
+follows OANDA's transaction stream (``GET /v3/accounts/{account}/transactions/stream`` on the
+stream host) and, for every ``ORDER_FILL`` or ``ORDER_CANCEL`` of an order with a client order
+id, looks the order up and hands its state to the executor. The stream is a shortcut, not the
+record: it reconnects with a growing pause after any failure, and what it misses meanwhile is
+found by the executor's reconciliation (``lookup`` and ``open_orders``).
+
 Not supported: stop-limit orders (OANDA's ``STOP`` with a ``priceBound`` cancels when the bound is
 crossed instead of resting at the limit, a different order) are answered ``rejected`` with
 ``broker.unsupported_order_type``.
@@ -28,10 +35,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
+import json
 import logging
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from decimal import Decimal
 from typing import Any, Final
 
@@ -56,14 +65,23 @@ from coyote_executor.brokers.base import (
     BrokerOrderState,
     BrokerUnavailable,
     UnknownOrder,
+    UpdateListener,
 )
 from coyote_executor.credentials import CredentialsProvider, require
 from coyote_sdk.protocol import OrderStatus, OrderType, Side, TimeInForce, now_ms
+from coyote_sdk.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 PRACTICE_URL: Final = "https://api-fxpractice.oanda.com"
 LIVE_URL: Final = "https://api-fxtrade.oanda.com"
+STREAM_PRACTICE_URL: Final = "https://stream-fxpractice.oanda.com"
+STREAM_LIVE_URL: Final = "https://stream-fxtrade.oanda.com"
+
+STREAM_SILENCE_S: Final = 20.0
+"""OANDA writes a heartbeat into the transaction stream every 5 s: one silent this long is dead."""
+_STREAMED: Final = frozenset({"ORDER_FILL", "ORDER_CANCEL"})
+_CLOSE_WITHIN_S = 5.0
 
 ZERO = Decimal(0)
 _MAX_REPLACES = 100
@@ -159,6 +177,9 @@ class OandaBroker(Broker):
         timeout: Request timeouts.
         transport: An httpx transport to use instead of the network (tests).
         sleep: Awaited between retries (tests inject one that does not wait).
+        stream_url: The transaction stream's host (default: ``practice``'s, or ``base_url``).
+        stream_retry_s: The pause before reconnecting a failed transaction stream: the first,
+            doubled after each failure up to the second.
     """
 
     name = "oanda"
@@ -174,9 +195,17 @@ class OandaBroker(Broker):
         timeout: httpx.Timeout | float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
+        stream_url: str | None = None,
+        stream_retry_s: tuple[float, float] = (1.0, 30.0),
     ) -> None:
         if not accounts:
             raise ValueError("OandaBroker needs at least one account")
+        self._stream_url = (
+            stream_url or base_url or (STREAM_PRACTICE_URL if practice else STREAM_LIVE_URL)
+        )
+        self._stream_retry_s = stream_retry_s
+        self._listener: UpdateListener | None = None
+        self._streams: dict[str, asyncio.Task[None]] = {}
         self._accounts = dict(accounts)
         self._auth = {a: Auth(acct.credentials, _headers) for a, acct in accounts.items()}
         self._symbols = symbols if isinstance(symbols, OandaSymbols) else OandaSymbols(symbols)
@@ -190,7 +219,26 @@ class OandaBroker(Broker):
             sleep=sleep,
         )
 
+    async def start(self, listener: UpdateListener) -> None:
+        """Hands fills and cancels from OANDA's transaction streams to ``listener`` (one stream
+        per account served, from :meth:`serve` on)."""
+        self._listener = listener
+
+    async def serve(self, account_ids: Collection[str]) -> None:
+        """Follows the transaction streams of ``account_ids`` (once started), and no others."""
+        wanted = set(account_ids) & self._accounts.keys()
+        gone = [self._streams.pop(a) for a in list(self._streams) if a not in wanted]
+        await cancel_and_wait(gone, within=_CLOSE_WITHIN_S, log=log)
+        if self._listener is None:
+            return
+        for account_id in sorted(wanted - self._streams.keys()):
+            self._streams[account_id] = asyncio.create_task(
+                self._follow_transactions(account_id), name=f"oanda-transactions-{account_id}"
+            )
+
     async def close(self) -> None:
+        streams, self._streams = list(self._streams.values()), {}
+        await cancel_and_wait(streams, within=_CLOSE_WITHIN_S, log=log)
         await self._http.aclose()
 
     # -- orders ----------------------------------------------------------------------------
@@ -408,6 +456,73 @@ class OandaBroker(Broker):
                 symbol = self._symbols.to_canonical(position["instrument"])
                 held[symbol] = held.get(symbol, ZERO) + net
         return held
+
+    # -- the transaction stream ------------------------------------------------------------
+
+    async def _follow_transactions(self, account_id: str) -> None:
+        """Reads the account's transaction stream for as long as the account is served."""
+        account, auth = self._account(account_id), self._auth[account_id]
+        url = f"{self._stream_url}{_base(account)}/transactions/stream"
+        first, longest = self._stream_retry_s
+        pause = first
+        while True:
+            try:
+                async with self._http.stream(url, auth=auth, silence_s=STREAM_SILENCE_S) as body:
+                    log.info("oanda: following the transactions of %s", account_id)
+                    pause = first
+                    async for line in body.aiter_lines():
+                        await self._on_transaction(account_id, line)
+                problem = "the stream ended"
+            except (BrokerError, TransientError, httpx.HTTPError) as exc:
+                problem = str(exc) or type(exc).__name__
+            except Exception as exc:  # a bug must not end the stream for good: logged, retried
+                log.exception("oanda: transaction stream of %s failed", account_id)
+                problem = repr(exc)
+            log.warning(
+                "oanda: transaction stream of %s lost (%s); reconnecting in %.1f s "
+                "(reconciliation covers the gap)",
+                account_id,
+                problem,
+                pause,
+            )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, longest)
+
+    async def _on_transaction(self, account_id: str, line: str) -> None:
+        """Passes on the state of an order that a fill or cancel in ``line`` changed."""
+        if not line.strip():
+            return
+        try:
+            transaction = json.loads(line)
+        except ValueError:
+            log.warning("oanda: unreadable line in the transaction stream: %r", line[:200])
+            return
+        if not isinstance(transaction, dict) or transaction.get("type") not in _STREAMED:
+            return  # heartbeats, and what does not change an order's state
+        client_order_id = transaction.get("clientOrderID")
+        if not isinstance(client_order_id, str) or not client_order_id:
+            return  # not placed through Coyote
+        match = _REPLACEMENT.match(client_order_id)
+        if match is not None:
+            client_order_id = match["root"]  # a replacement reports as the order it replaced
+        try:
+            state = await self.lookup(account_id, client_order_id)
+        except BrokerError as exc:
+            log.warning(
+                "oanda: order %s changed (%s) but could not be read (%s); reconciliation will",
+                client_order_id,
+                transaction["type"],
+                exc,
+            )
+            return
+        except Exception:  # an answer it cannot read must not end the stream
+            log.exception("oanda: order %s changed; its state was unreadable", client_order_id)
+            return
+        if state is None or self._listener is None:
+            return
+        outcome = self._listener(account_id, [state])
+        if inspect.isawaitable(outcome):
+            await outcome
 
     # -- helpers ---------------------------------------------------------------------------
 
