@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from coyote_executor.accounts import accounts_from_mapping
+from coyote_executor.brokers.base import Broker
 from coyote_executor.brokers.paper import PaperBroker
 from coyote_executor.remote_accounts import RemoteAccounts
 from coyote_executor.service import Executor, ExecutorOptions
@@ -142,13 +143,15 @@ class ExecutorHarness:
         )
         await self._reports.start()
 
-    async def start_executor(self) -> Executor:
+    async def start_executor(self, broker: Broker | None = None) -> Executor:
+        """An executor trading the account with the paper broker, or with ``broker``."""
         client = aioredis.Redis.from_url(self.endpoints.redis_url)
-        settings = {a: c.paper for a, c in self.accounts.items() if c.paper is not None}
-        self.broker = PaperBroker(client, settings, match_interval_ms=50)
+        if broker is None:
+            settings = {a: c.paper for a, c in self.accounts.items() if c.paper is not None}
+            broker = self.broker = PaperBroker(client, settings, match_interval_ms=50)
         executor = Executor(
             self.accounts,
-            brokers=dict.fromkeys(self.accounts, self.broker),
+            brokers=dict.fromkeys(self.accounts, broker),
             store=self.store,
             redis=client,
             kafka_bootstrap=self.endpoints.kafka_bootstrap,

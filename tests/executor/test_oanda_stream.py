@@ -1,12 +1,14 @@
 """The OANDA adapter's transaction stream: fills and cancels of resting orders pushed to the
 executor as they happen (OANDA's stream endpoint and order answers mocked with respx, shaped as
-its documentation shows)."""
+its documentation shows; the executor's Kafka, Redis and database are the real stack's)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,11 +17,14 @@ import respx
 
 from coyote_executor.brokers.base import BrokerOrderState
 from coyote_executor.brokers.oanda import PRACTICE_URL, OandaAccount, OandaBroker
-from coyote_sdk.protocol import OrderStatus
+from coyote_sdk.config import Endpoints
+from coyote_sdk.protocol import ExecType, OrderStatus
+from tests.executor._harness import ExecutorHarness
 from tests.executor.test_oanda import (
     ACCOUNT,
     BASE,
     CID,
+    NO_SUCH_ORDER,
     OANDA_ACCOUNT,
     TIME,
     TOKEN,
@@ -28,8 +33,6 @@ from tests.executor.test_oanda import (
     pending_limit,
     transaction,
 )
-
-pytestmark = pytest.mark.unit
 
 STREAM = f"https://stream-fxpractice.oanda.com{BASE}/transactions/stream"  # OANDA's stream host
 HEARTBEAT = {"type": "HEARTBEAT", "lastTransactionID": "6373", "time": TIME}
@@ -94,6 +97,7 @@ def filled_limit(api: respx.MockRouter) -> respx.Route:
     )
 
 
+@pytest.mark.unit
 async def test_a_fill_in_the_stream_hands_the_orders_state_to_the_executor(
     api: respx.MockRouter, broker: OandaBroker
 ) -> None:
@@ -122,6 +126,7 @@ async def test_a_fill_in_the_stream_hands_the_orders_state_to_the_executor(
     assert [f.fill_id for f in state.fills] == ["6374"]
 
 
+@pytest.mark.unit
 async def test_a_lost_stream_is_reopened_and_a_refused_token_read_again(
     api: respx.MockRouter,
 ) -> None:
@@ -166,6 +171,7 @@ async def test_a_lost_stream_is_reopened_and_a_refused_token_read_again(
     assert state.status is OrderStatus.CANCELED
 
 
+@pytest.mark.unit
 async def test_the_stream_follows_only_accounts_served_and_ends_with_the_broker(
     api: respx.MockRouter, broker: OandaBroker
 ) -> None:
@@ -185,3 +191,87 @@ async def test_the_stream_follows_only_accounts_served_and_ends_with_the_broker(
     await broker.serve([])  # the account went to another executor
     await asyncio.wait_for(body.closed.wait(), 5)
     assert stream.call_count == 1
+
+
+@pytest.mark.integration
+async def test_a_resting_orders_fill_at_oanda_is_reported_without_waiting_for_reconciliation(
+    api: respx.MockRouter, endpoints: Endpoints, unique: str, tmp_path: Path
+) -> None:
+    # Reconciliation once, at the take-over, and not again during the test.
+    ex = ExecutorHarness(endpoints, unique, tmp_path, options={"reconcile_interval_s": 3600})
+    await ex.setup()
+    ex.trade("EURUSD", "1.07500")  # the risk engine's last price
+    intent = ex.limit("1.07000", quantity="1000")
+    cid = str(intent.intent_id)
+    resting = pending_limit(units="1000", price="1.07000", clientExtensions={"id": cid})
+    fill = {
+        **order_fill("6372", "6374", units="1000"),
+        "clientOrderID": cid,
+        "price": "1.07000",
+        "fullVWAP": "1.07000",
+    }
+    filled = False
+    api.get(f"{PRACTICE_URL}{BASE}/pendingOrders").respond(200, json={"orders": []})
+    api.get(f"{PRACTICE_URL}{BASE}/openPositions").respond(200, json={"positions": []})
+    api.get(f"{PRACTICE_URL}{BASE}/orders/@{cid}").mock(
+        side_effect=lambda _: (
+            httpx.Response(
+                200,
+                json={
+                    "order": {**resting, "state": "FILLED", "fillingTransactionID": "6374"},
+                    "lastTransactionID": "6374",
+                },
+            )
+            if filled
+            else httpx.Response(404, json=NO_SUCH_ORDER)
+        )
+    )
+    api.get(f"{PRACTICE_URL}{BASE}/transactions/6374").respond(
+        200, json={"transaction": fill, "lastTransactionID": "6374"}
+    )
+    api.post(f"{PRACTICE_URL}{BASE}/orders").respond(
+        201,
+        json={
+            "orderCreateTransaction": transaction(
+                "LIMIT_ORDER",
+                "6372",
+                instrument="EUR_USD",
+                units="1000",
+                price="1.07000",
+                timeInForce="GTC",
+                clientExtensions={"id": cid},
+            ),
+            "lastTransactionID": "6372",
+        },
+    )
+    lines: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    api.get(STREAM).respond(200, stream=Fed(lines))
+    account = OandaAccount(OANDA_ACCOUNT, RotatingCredentials({"token": TOKEN}))
+    broker = OandaBroker({ex.account: account}, stream_retry_s=(0.01, 0.05))
+    try:
+        await ex.start_executor(broker)
+        await ex.send(intent)
+        await ex.reports_until(lambda rs: any(r.exec_type is ExecType.ACCEPTED for r in rs))
+
+        filled = True  # OANDA fills the order and writes the fill into the stream
+        lines.put_nowait(fill)
+        reports = (await ex.terminal_reports([intent.intent_id], within=10))[intent.intent_id]
+    finally:
+        await ex.close()
+        await broker.close()
+
+    assert [r.exec_type for r in reports] == [ExecType.ACCEPTED, ExecType.TRADE]
+    assert reports[1].order_status is OrderStatus.FILLED
+    assert reports[1].last_price == Decimal("1.07000")
+
+
+class Fed(httpx.AsyncByteStream):
+    """A transaction stream whose lines the test writes as it goes (``lines``)."""
+
+    def __init__(self, lines: asyncio.Queue[dict[str, Any]]) -> None:
+        self.lines = lines
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield json.dumps(HEARTBEAT).encode() + b"\n"
+        while True:
+            yield json.dumps(await self.lines.get()).encode() + b"\n"
