@@ -55,6 +55,22 @@ def market_order_created(order_id: str = "6368", units: str = "100") -> dict[str
     )
 
 
+def limit_order_created(
+    order_id: str = "6372", *, client_order_id: str = CID, **fields: Any
+) -> dict[str, Any]:
+    """The LIMIT_ORDER transaction of a limit order's creation (``units``, ``price``,
+    ``timeInForce`` in ``fields``)."""
+    return transaction(
+        "LIMIT_ORDER",
+        order_id,
+        instrument="EUR_USD",
+        positionFill="DEFAULT",
+        reason="CLIENT_ORDER",
+        clientExtensions={"id": client_order_id},
+        **fields,
+    )
+
+
 def order_fill(order_id: str = "6368", fill_id: str = "6369", units: str = "100") -> dict[str, Any]:
     return transaction(
         "ORDER_FILL",
@@ -256,16 +272,8 @@ async def test_submit_sell_limit_day_order_uses_negative_units_and_gfd(
     route = api.post(f"{BASE}/orders").respond(
         201,
         json={
-            "orderCreateTransaction": transaction(
-                "LIMIT_ORDER",
-                "6372",
-                instrument="EUR_USD",
-                units="-100",
-                price="1.20000",
-                timeInForce="GFD",
-                positionFill="DEFAULT",
-                reason="CLIENT_ORDER",
-                clientExtensions={"id": CID},
+            "orderCreateTransaction": limit_order_created(
+                units="-100", price="1.20000", timeInForce="GFD"
             ),
             "relatedTransactionIDs": ["6372"],
             "lastTransactionID": "6372",

@@ -29,6 +29,7 @@ from tests.executor.test_oanda import (
     TIME,
     TOKEN,
     RotatingCredentials,
+    limit_order_created,
     order_fill,
     pending_limit,
     transaction,
@@ -232,14 +233,8 @@ async def test_a_resting_orders_fill_at_oanda_is_reported_without_waiting_for_re
     api.post(f"{PRACTICE_URL}{BASE}/orders").respond(
         201,
         json={
-            "orderCreateTransaction": transaction(
-                "LIMIT_ORDER",
-                "6372",
-                instrument="EUR_USD",
-                units="1000",
-                price="1.07000",
-                timeInForce="GTC",
-                clientExtensions={"id": cid},
+            "orderCreateTransaction": limit_order_created(
+                client_order_id=cid, units="1000", price="1.07000", timeInForce="GTC"
             ),
             "lastTransactionID": "6372",
         },

@@ -15,20 +15,27 @@ a fresh order, its ``qty`` is what remains to be filled; the adapter always send
 
 Alpaca reports cumulative fills only (``filled_qty``, ``filled_avg_price``); states leave
 ``fills`` empty and the executor derives each fill from the change.
+
+Fills and cancels of resting orders are pushed: for each account the executor serves, the adapter
+follows Alpaca's ``trade_updates`` WebSocket stream and, for every ``fill``, ``partial_fill``,
+``canceled``, ``expired`` or ``rejected`` event, looks the order up and hands its state to the
+executor (see :mod:`._streams`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from decimal import Decimal
 from typing import Any, Final
 
 import httpx
+import websockets
 
 from coyote_executor.brokers._http import (
     Auth,
@@ -41,13 +48,16 @@ from coyote_executor.brokers._http import (
     timestamp_ms,
     to_decimal,
 )
+from coyote_executor.brokers._streams import AccountStreams
 from coyote_executor.brokers.base import (
     Broker,
+    BrokerAuthError,
     BrokerError,
     BrokerOrder,
     BrokerOrderState,
     BrokerUnavailable,
     UnknownOrder,
+    UpdateListener,
 )
 from coyote_executor.credentials import CredentialsProvider, require
 from coyote_sdk.protocol import OrderStatus, OrderType, TimeInForce, now_ms
@@ -56,6 +66,12 @@ log = logging.getLogger(__name__)
 
 PAPER_URL: Final = "https://paper-api.alpaca.markets"
 LIVE_URL: Final = "https://api.alpaca.markets"
+PAPER_STREAM_URL: Final = "wss://paper-api.alpaca.markets/stream"
+LIVE_STREAM_URL: Final = "wss://api.alpaca.markets/stream"
+
+_STREAMED: Final = frozenset({"fill", "partial_fill", "canceled", "expired", "rejected"})
+"""The ``trade_updates`` events that change an order's state as the executor knows it."""
+_HANDSHAKE_S = 10.0
 
 ZERO = Decimal(0)
 _PAGE = 500  # Alpaca's largest page of orders
@@ -175,6 +191,9 @@ class AlpacaBroker(Broker):
         timeout: Request timeouts.
         transport: An httpx transport to use instead of the network (tests).
         sleep: Awaited between retries (tests inject one that does not wait).
+        stream_url: The ``trade_updates`` WebSocket (default: ``paper``'s, or ``base_url``'s).
+        stream_retry_s: The pause before reopening a failed stream: the first, doubled after
+            each failure up to the second.
     """
 
     name = "alpaca"
@@ -190,9 +209,21 @@ class AlpacaBroker(Broker):
         timeout: httpx.Timeout | float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
+        stream_url: str | None = None,
+        stream_retry_s: tuple[float, float] = (1.0, 30.0),
     ) -> None:
         if not accounts:
             raise ValueError("AlpacaBroker needs at least one account")
+        if stream_url is None and base_url is not None:
+            stream_url = "ws" + base_url.removeprefix("http").rstrip("/") + "/stream"
+        self._stream_url = stream_url or (PAPER_STREAM_URL if paper else LIVE_STREAM_URL)
+        self._streams = AccountStreams(
+            self.name,
+            self._follow_trade_updates,
+            self.lookup,
+            retry_s=stream_retry_s,
+            expected=(websockets.WebSocketException,),
+        )
         self._auth = {account: Auth(provider, _headers) for account, provider in accounts.items()}
         self._symbols = symbols if isinstance(symbols, AlpacaSymbols) else AlpacaSymbols(symbols)
         self._http = HttpClient(
@@ -206,7 +237,17 @@ class AlpacaBroker(Broker):
             retry_after=_retry_after,
         )
 
+    async def start(self, listener: UpdateListener) -> None:
+        """Hands fills and cancels from the accounts' ``trade_updates`` to ``listener`` (one
+        stream per account served, from :meth:`serve` on)."""
+        self._streams.start(listener)
+
+    async def serve(self, account_ids: Collection[str]) -> None:
+        """Follows the ``trade_updates`` of ``account_ids`` (once started), and no others."""
+        await self._streams.serve(set(account_ids) & self._auth.keys())
+
     async def close(self) -> None:
+        await self._streams.close()
         await self._http.aclose()
 
     # -- orders ----------------------------------------------------------------------------
@@ -356,6 +397,51 @@ class AlpacaBroker(Broker):
             )
         return auth
 
+    async def _follow_trade_updates(self, account_id: str) -> None:
+        """Reads the account's ``trade_updates`` until the stream ends or fails."""
+        auth = self._account(account_id)
+        credentials = await auth.credentials.get()
+        async with websockets.connect(
+            self._stream_url, open_timeout=_HANDSHAKE_S, ping_interval=20, ping_timeout=20
+        ) as socket:
+            await socket.send(
+                json.dumps(
+                    {
+                        "action": "auth",
+                        "key": require(credentials, "api_key_id"),
+                        "secret": require(credentials, "api_secret_key"),
+                    }
+                )
+            )
+            answer = await _next_message(socket)
+            if (answer.get("data") or {}).get("status") != "authorized":
+                auth.credentials.invalidate()  # a rotated key is read again for the next try
+                raise BrokerAuthError(f"alpaca trade_updates refused the credentials: {answer}")
+            await socket.send(
+                json.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}})
+            )
+            answer = await _next_message(socket)
+            if "trade_updates" not in (answer.get("data") or {}).get("streams", []):
+                raise BrokerError(f"alpaca did not open trade_updates: {answer}")
+            log.info("alpaca: following the trade updates of %s", account_id)
+            async for message in socket:
+                await self._on_trade_update(account_id, message)
+
+    async def _on_trade_update(self, account_id: str, message: str | bytes) -> None:
+        """Passes on the state of an order that an event in ``message`` changed."""
+        try:
+            update = json.loads(message)
+        except ValueError:
+            log.warning("alpaca: unreadable trade update: %r", message[:200])
+            return
+        if not isinstance(update, dict) or update.get("stream") != "trade_updates":
+            return
+        data = update.get("data") or {}
+        order = data.get("order") or {}
+        if data.get("event") not in _STREAMED or not order.get("client_order_id"):
+            return  # new, pending and replaced events; orders without a client id
+        await self._streams.changed(account_id, _root_client_order_id(order), data["event"])
+
     def _order_body(self, order: BrokerOrder) -> dict[str, str]:
         body = {
             "client_order_id": order.client_order_id,
@@ -473,6 +559,13 @@ class _Error:
     def __str__(self) -> str:
         code = f", code {self.code}" if self.code is not None else ""
         return f"HTTP {self.status}{code}: {self.message}"
+
+
+async def _next_message(socket: Any) -> dict[str, Any]:
+    """The next message of a stream's handshake, as a mapping."""
+    message = await asyncio.wait_for(socket.recv(), _HANDSHAKE_S)
+    answer = json.loads(message)
+    return answer if isinstance(answer, dict) else {"message": answer}
 
 
 def _root_client_order_id(order: Any) -> str:

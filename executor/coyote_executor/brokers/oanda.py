@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import json
 import logging
 import re
@@ -57,6 +56,7 @@ from coyote_executor.brokers._http import (
     timestamp_ms,
     to_decimal,
 )
+from coyote_executor.brokers._streams import AccountStreams
 from coyote_executor.brokers.base import (
     Broker,
     BrokerError,
@@ -69,7 +69,6 @@ from coyote_executor.brokers.base import (
 )
 from coyote_executor.credentials import CredentialsProvider, require
 from coyote_sdk.protocol import OrderStatus, OrderType, Side, TimeInForce, now_ms
-from coyote_sdk.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,6 @@ STREAM_LIVE_URL: Final = "https://stream-fxtrade.oanda.com"
 STREAM_SILENCE_S: Final = 20.0
 """OANDA writes a heartbeat into the transaction stream every 5 s: one silent this long is dead."""
 _STREAMED: Final = frozenset({"ORDER_FILL", "ORDER_CANCEL"})
-_CLOSE_WITHIN_S = 5.0
 
 ZERO = Decimal(0)
 _MAX_REPLACES = 100
@@ -203,9 +201,9 @@ class OandaBroker(Broker):
         self._stream_url = (
             stream_url or base_url or (STREAM_PRACTICE_URL if practice else STREAM_LIVE_URL)
         )
-        self._stream_retry_s = stream_retry_s
-        self._listener: UpdateListener | None = None
-        self._streams: dict[str, asyncio.Task[None]] = {}
+        self._streams = AccountStreams(
+            self.name, self._follow_transactions, self.lookup, retry_s=stream_retry_s
+        )
         self._accounts = dict(accounts)
         self._auth = {a: Auth(acct.credentials, _headers) for a, acct in accounts.items()}
         self._symbols = symbols if isinstance(symbols, OandaSymbols) else OandaSymbols(symbols)
@@ -222,23 +220,14 @@ class OandaBroker(Broker):
     async def start(self, listener: UpdateListener) -> None:
         """Hands fills and cancels from OANDA's transaction streams to ``listener`` (one stream
         per account served, from :meth:`serve` on)."""
-        self._listener = listener
+        self._streams.start(listener)
 
     async def serve(self, account_ids: Collection[str]) -> None:
         """Follows the transaction streams of ``account_ids`` (once started), and no others."""
-        wanted = set(account_ids) & self._accounts.keys()
-        gone = [self._streams.pop(a) for a in list(self._streams) if a not in wanted]
-        await cancel_and_wait(gone, within=_CLOSE_WITHIN_S, log=log)
-        if self._listener is None:
-            return
-        for account_id in sorted(wanted - self._streams.keys()):
-            self._streams[account_id] = asyncio.create_task(
-                self._follow_transactions(account_id), name=f"oanda-transactions-{account_id}"
-            )
+        await self._streams.serve(set(account_ids) & self._accounts.keys())
 
     async def close(self) -> None:
-        streams, self._streams = list(self._streams.values()), {}
-        await cancel_and_wait(streams, within=_CLOSE_WITHIN_S, log=log)
+        await self._streams.close()
         await self._http.aclose()
 
     # -- orders ----------------------------------------------------------------------------
@@ -460,33 +449,13 @@ class OandaBroker(Broker):
     # -- the transaction stream ------------------------------------------------------------
 
     async def _follow_transactions(self, account_id: str) -> None:
-        """Reads the account's transaction stream for as long as the account is served."""
+        """Reads the account's transaction stream until it ends or fails."""
         account, auth = self._account(account_id), self._auth[account_id]
         url = f"{self._stream_url}{_base(account)}/transactions/stream"
-        first, longest = self._stream_retry_s
-        pause = first
-        while True:
-            try:
-                async with self._http.stream(url, auth=auth, silence_s=STREAM_SILENCE_S) as body:
-                    log.info("oanda: following the transactions of %s", account_id)
-                    pause = first
-                    async for line in body.aiter_lines():
-                        await self._on_transaction(account_id, line)
-                problem = "the stream ended"
-            except (BrokerError, TransientError, httpx.HTTPError) as exc:
-                problem = str(exc) or type(exc).__name__
-            except Exception as exc:  # a bug must not end the stream for good: logged, retried
-                log.exception("oanda: transaction stream of %s failed", account_id)
-                problem = repr(exc)
-            log.warning(
-                "oanda: transaction stream of %s lost (%s); reconnecting in %.1f s "
-                "(reconciliation covers the gap)",
-                account_id,
-                problem,
-                pause,
-            )
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, longest)
+        async with self._http.stream(url, auth=auth, silence_s=STREAM_SILENCE_S) as body:
+            log.info("oanda: following the transactions of %s", account_id)
+            async for line in body.aiter_lines():
+                await self._on_transaction(account_id, line)
 
     async def _on_transaction(self, account_id: str, line: str) -> None:
         """Passes on the state of an order that a fill or cancel in ``line`` changed."""
@@ -505,24 +474,7 @@ class OandaBroker(Broker):
         match = _REPLACEMENT.match(client_order_id)
         if match is not None:
             client_order_id = match["root"]  # a replacement reports as the order it replaced
-        try:
-            state = await self.lookup(account_id, client_order_id)
-        except BrokerError as exc:
-            log.warning(
-                "oanda: order %s changed (%s) but could not be read (%s); reconciliation will",
-                client_order_id,
-                transaction["type"],
-                exc,
-            )
-            return
-        except Exception:  # an answer it cannot read must not end the stream
-            log.exception("oanda: order %s changed; its state was unreadable", client_order_id)
-            return
-        if state is None or self._listener is None:
-            return
-        outcome = self._listener(account_id, [state])
-        if inspect.isawaitable(outcome):
-            await outcome
+        await self._streams.changed(account_id, client_order_id, transaction["type"])
 
     # -- helpers ---------------------------------------------------------------------------
 
