@@ -296,13 +296,13 @@ class HttpClient:
             except httpx.TransportError as exc:
                 raise TransientError(f"{what}: {type(exc).__name__}", ambiguous=False) from exc
             try:
-                if self._is_auth_failure(response) and not refreshed:
+                if self._is_auth_failure(response):
+                    if refreshed:
+                        raise BrokerAuthError(f"{what}: the credentials were refused, also anew")
                     log.warning("%s: credentials refused; reading them again", what)
                     auth.credentials.invalidate()
                     refreshed = True
                     continue
-                if self._is_auth_failure(response):
-                    raise BrokerAuthError(f"{what}: the credentials were refused, also anew")
                 if response.status_code == 429 or response.status_code >= 500:
                     raise TransientError(f"{what}: HTTP {response.status_code}", ambiguous=False)
                 if response.status_code != 200:

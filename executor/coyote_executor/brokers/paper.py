@@ -193,6 +193,10 @@ class _PaperOrder(msgspec.Struct, kw_only=True):
         )
 
 
+_AccountWrite = tuple[list[bytes | str], list[str], list[str], list[str]]
+"""One account's part of a write: its records (id, blob, ...), the ids closed, the ids open, the
+submissions counted."""
+
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(_PaperOrder).decode
 
@@ -667,7 +671,7 @@ class PaperBroker(Broker):
             FencedAtVenue: another executor took an account on since this one did; that
                 account's part was not written, and the account is let go here.
         """
-        changes: dict[str, tuple[list[bytes | str], list[str], list[str], list[str]]] = {}
+        changes: dict[str, _AccountWrite] = {}
         for paper in papers:
             account_id, client_id = paper.account_id, paper.client_order_id
             records, closed, opened, _ = changes.setdefault(account_id, ([], [], [], []))
@@ -700,7 +704,7 @@ class PaperBroker(Broker):
             )
 
     async def _write_fenced(
-        self, changes: Mapping[str, tuple[list[bytes | str], list[str], list[str], list[str]]]
+        self, changes: Mapping[str, _AccountWrite]
     ) -> tuple[list[object], list[str]]:
         """The script calls of :meth:`_write` in one pipeline: their answers (false where the
         fence refused) and the account of each."""
