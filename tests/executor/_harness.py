@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from coyote_executor.accounts import accounts_from_mapping
-from coyote_executor.brokers.base import Broker
+from coyote_executor.brokers.base import Broker, BrokerOrderState, UpdateListener
 from coyote_executor.brokers.paper import PaperBroker
 from coyote_executor.remote_accounts import RemoteAccounts
 from coyote_executor.service import Executor, ExecutorOptions
@@ -341,3 +341,30 @@ class ExecutorHarness:
         finally:
             await consumer.stop()
         return found
+
+
+class Updates:
+    """What a broker handed to its update listener (:attr:`listener`), call by call."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[BrokerOrderState]] = []
+        self.accounts: list[str] = []
+        """The account of each call."""
+        self.arrived = asyncio.Event()
+
+    @property
+    def listener(self) -> UpdateListener:
+        def note(account_id: str, states: Sequence[BrokerOrderState]) -> None:
+            self.calls.append(list(states))
+            self.accounts.append(account_id)
+            self.arrived.set()
+
+        return note
+
+    @property
+    def states(self) -> list[BrokerOrderState]:
+        return [state for call in self.calls for state in call]
+
+    async def first(self, within: float = 5.0) -> None:
+        """Waits for the first call."""
+        await asyncio.wait_for(self.arrived.wait(), within)

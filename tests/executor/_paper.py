@@ -4,18 +4,19 @@ of the paper broker's own tests."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import redis
 import redis.asyncio as aioredis
 
-from coyote_executor.brokers.base import BrokerOrder, BrokerOrderState, UpdateListener
+from coyote_executor.brokers.base import BrokerOrder
 from coyote_executor.brokers.paper import PaperBroker, PaperSettings
 from coyote_sdk import protocol
 from coyote_sdk.config import Endpoints
 from coyote_sdk.marketdata import MarketDataWriter
 from coyote_sdk.protocol import OrderType, Side, TimeInForce
+from tests.executor._harness import Updates
 
 SYMBOL = "EURUSD"
 
@@ -112,21 +113,3 @@ class Venue:
         blob = await self.client.hget(f"coyote:paper:{self.account}:orders", client_order_id)
         assert blob is None or isinstance(blob, bytes)
         return blob
-
-
-class Updates:
-    """What a broker's matcher reported, call by call (its update listener)."""
-
-    def __init__(self) -> None:
-        self.calls: list[list[BrokerOrderState]] = []
-
-    @property
-    def listener(self) -> UpdateListener:
-        def note(_account: str, states: Sequence[BrokerOrderState]) -> None:
-            self.calls.append(list(states))
-
-        return note
-
-    @property
-    def states(self) -> list[BrokerOrderState]:
-        return [state for call in self.calls for state in call]

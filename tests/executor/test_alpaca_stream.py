@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -16,8 +16,8 @@ import websockets
 from websockets.asyncio.server import ServerConnection, serve
 
 from coyote_executor.brokers.alpaca import PAPER_URL, AlpacaBroker
-from coyote_executor.brokers.base import BrokerOrderState
 from coyote_sdk.protocol import OrderStatus
+from tests.executor._harness import Updates
 from tests.executor.test_alpaca import ACCOUNT, CID, KEYS, RotatingCredentials, alpaca_order
 
 pytestmark = pytest.mark.unit
@@ -81,16 +81,6 @@ def trade_update(event: str, order: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class Listener:
-    def __init__(self) -> None:
-        self.states: list[BrokerOrderState] = []
-        self.arrived = asyncio.Event()
-
-    def __call__(self, _account: str, states: Sequence[BrokerOrderState]) -> None:
-        self.states += states
-        self.arrived.set()
-
-
 @pytest.fixture
 def api() -> Iterator[respx.MockRouter]:
     with respx.mock(base_url=PAPER_URL, assert_all_called=False) as router:
@@ -126,20 +116,20 @@ async def test_a_fill_in_trade_updates_hands_the_orders_state_to_the_executor(
         200, json=filled()
     )
     broker = make_broker(venue, RotatingCredentials(KEYS))
-    listener = Listener()
+    updates = Updates()
     try:
-        await broker.start(listener)
+        await broker.start(updates.listener)
         await broker.serve([ACCOUNT])
         venue.updates.put_nowait(trade_update("new", alpaca_order()))  # nothing new to tell
         venue.updates.put_nowait("not json")
         venue.updates.put_nowait(trade_update("fill", alpaca_order(client_order_id="manual")))
         venue.updates.put_nowait(trade_update("fill", filled()))
-        await asyncio.wait_for(listener.arrived.wait(), 5)
+        await updates.first()
     finally:
         await broker.close()
 
     assert lookup.call_count == 1
-    (state,) = listener.states
+    (state,) = updates.states
     assert (state.client_order_id, state.status) == (CID, OrderStatus.FILLED)
 
 
@@ -151,23 +141,23 @@ async def test_refused_keys_are_read_again_and_a_hung_up_stream_reopened(
     )
     credentials = RotatingCredentials({**KEYS, "api_secret_key": "rotated-away"}, KEYS)
     broker = make_broker(venue, credentials)
-    listener = Listener()
+    updates = Updates()
     venue.updates.put_nowait("hang up")
     try:
-        await broker.start(listener)
+        await broker.start(updates.listener)
         await broker.serve([ACCOUNT])
         for _ in range(500):
             if venue.connections >= 3:
                 break
             await asyncio.sleep(0.01)
         venue.updates.put_nowait(trade_update("canceled", alpaca_order(status="canceled")))
-        await asyncio.wait_for(listener.arrived.wait(), 5)
+        await updates.first()
     finally:
         await broker.close()
 
     assert venue.refused == 1 and credentials.invalidations == 1
     assert venue.connections == 3  # refused, hung up, following
-    (state,) = listener.states
+    (state,) = updates.states
     assert state.status is OrderStatus.CANCELED
 
 
@@ -179,7 +169,7 @@ async def test_streams_follow_the_accounts_served_and_end_with_the_broker(
         await broker.serve([ACCOUNT])  # not started: nothing to hand updates to
         await asyncio.sleep(0.05)
         assert venue.connections == 0
-        await broker.start(Listener())
+        await broker.start(Updates().listener)
         await broker.serve([ACCOUNT])
         for _ in range(500):
             if venue.connections:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,11 +15,10 @@ import httpx
 import pytest
 import respx
 
-from coyote_executor.brokers.base import BrokerOrderState
 from coyote_executor.brokers.oanda import PRACTICE_URL, OandaAccount, OandaBroker
 from coyote_sdk.config import Endpoints
 from coyote_sdk.protocol import ExecType, OrderStatus
-from tests.executor._harness import ExecutorHarness
+from tests.executor._harness import ExecutorHarness, Updates
 from tests.executor.test_oanda import (
     ACCOUNT,
     BASE,
@@ -40,32 +39,23 @@ HEARTBEAT = {"type": "HEARTBEAT", "lastTransactionID": "6373", "time": TIME}
 
 
 class Body(httpx.AsyncByteStream):
-    """A transaction stream's body: its lines, then held open (as OANDA's is) until the
-    reader lets go, or ended at once with ``then_end``."""
+    """A transaction stream's body: its lines, then held open (as OANDA's is) for the lines the
+    test puts in ``more`` until the reader lets go — or ended at once with ``then_end``."""
 
     def __init__(self, *lines: dict[str, Any] | str, then_end: bool = False) -> None:
         self.lines = lines
         self.then_end = then_end
+        self.more: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.closed = asyncio.Event()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for line in self.lines:
             yield (line if isinstance(line, str) else json.dumps(line)).encode() + b"\n"
-        if not self.then_end:
-            await self.closed.wait()
+        while not self.then_end:
+            yield json.dumps(await self.more.get()).encode() + b"\n"
 
     async def aclose(self) -> None:
         self.closed.set()
-
-
-class Listener:
-    def __init__(self) -> None:
-        self.states: list[tuple[str, BrokerOrderState]] = []
-        self.arrived = asyncio.Event()
-
-    def __call__(self, account_id: str, states: Sequence[BrokerOrderState]) -> None:
-        self.states += [(account_id, state) for state in states]
-        self.arrived.set()
 
 
 @pytest.fixture
@@ -113,16 +103,16 @@ async def test_a_fill_in_the_stream_hands_the_orders_state_to_the_executor(
             order_fill("6372", "6374", units="-100"),
         ),
     )
-    listener = Listener()
+    updates = Updates()
 
-    await broker.start(listener)
+    await broker.start(updates.listener)
     await broker.serve([ACCOUNT])
-    await asyncio.wait_for(listener.arrived.wait(), 5)
+    await updates.first()
 
     assert stream.calls.last.request.headers["Authorization"] == f"Bearer {TOKEN}"
     assert lookup.call_count == 1  # the heartbeat, the bad line and others' fills ask nothing
-    ((account_id, state),) = listener.states
-    assert account_id == ACCOUNT
+    (state,) = updates.states
+    assert updates.accounts == [ACCOUNT]
     assert (state.client_order_id, state.status) == (CID, OrderStatus.FILLED)
     assert [f.fill_id for f in state.fills] == ["6374"]
 
@@ -157,18 +147,18 @@ async def test_a_lost_stream_is_reopened_and_a_refused_token_read_again(
             httpx.Response(200, stream=Body(cancel)),
         ]
     )
-    listener = Listener()
+    updates = Updates()
     try:
-        await broker.start(listener)
+        await broker.start(updates.listener)
         await broker.serve([ACCOUNT])
-        await asyncio.wait_for(listener.arrived.wait(), 5)
+        await updates.first()
     finally:
         await broker.close()
 
     assert stream.call_count == 4
     assert stream.calls.last.request.headers["Authorization"] == f"Bearer {TOKEN}"
     assert credentials.invalidations == 1
-    ((_, state),) = listener.states
+    (state,) = updates.states
     assert state.status is OrderStatus.CANCELED
 
 
@@ -183,7 +173,7 @@ async def test_the_stream_follows_only_accounts_served_and_ends_with_the_broker(
     await asyncio.sleep(0.05)
     assert stream.call_count == 0
 
-    await broker.start(Listener())
+    await broker.start(Updates().listener)
     await broker.serve([ACCOUNT, "an-account-of-another-broker"])
     for _ in range(100):
         if stream.call_count:
@@ -239,8 +229,8 @@ async def test_a_resting_orders_fill_at_oanda_is_reported_without_waiting_for_re
             "lastTransactionID": "6372",
         },
     )
-    lines: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    api.get(STREAM).respond(200, stream=Fed(lines))
+    body = Body(HEARTBEAT)
+    api.get(STREAM).respond(200, stream=body)
     account = OandaAccount(OANDA_ACCOUNT, RotatingCredentials({"token": TOKEN}))
     broker = OandaBroker({ex.account: account}, stream_retry_s=(0.01, 0.05))
     try:
@@ -249,7 +239,7 @@ async def test_a_resting_orders_fill_at_oanda_is_reported_without_waiting_for_re
         await ex.reports_until(lambda rs: any(r.exec_type is ExecType.ACCEPTED for r in rs))
 
         filled = True  # OANDA fills the order and writes the fill into the stream
-        lines.put_nowait(fill)
+        body.more.put_nowait(fill)
         reports = (await ex.terminal_reports([intent.intent_id], within=10))[intent.intent_id]
     finally:
         await ex.close()
@@ -258,15 +248,3 @@ async def test_a_resting_orders_fill_at_oanda_is_reported_without_waiting_for_re
     assert [r.exec_type for r in reports] == [ExecType.ACCEPTED, ExecType.TRADE]
     assert reports[1].order_status is OrderStatus.FILLED
     assert reports[1].last_price == Decimal("1.07000")
-
-
-class Fed(httpx.AsyncByteStream):
-    """A transaction stream whose lines the test writes as it goes (``lines``)."""
-
-    def __init__(self, lines: asyncio.Queue[dict[str, Any]]) -> None:
-        self.lines = lines
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        yield json.dumps(HEARTBEAT).encode() + b"\n"
-        while True:
-            yield json.dumps(await self.lines.get()).encode() + b"\n"

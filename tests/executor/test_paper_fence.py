@@ -12,7 +12,8 @@ import pytest
 from coyote_executor.brokers.base import FencedAtVenue
 from coyote_sdk.config import Endpoints
 from coyote_sdk.protocol import OrderStatus
-from tests.executor._paper import Updates, Venue
+from tests.executor._harness import Updates
+from tests.executor._paper import Venue
 
 pytestmark = pytest.mark.integration
 
